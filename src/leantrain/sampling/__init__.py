@@ -1,0 +1,30 @@
+"""Sampled-activation backprop: linear layers that keep a sub-sample of their input rows for dW."""
+
+from leantrain.sampling.config import SamplingConfig
+from leantrain.sampling.estimators import METHODS, RowSample, expected_squared_error, sample_rows
+from leantrain.sampling.importance import SOURCES
+from leantrain.sampling.layers import SampledLinear
+from leantrain.sampling.surgery import (
+    PRESETS,
+    apply_sampling,
+    find_targets,
+    remove_sampling,
+    sample_ids,
+    sampled_layers,
+)
+
+__all__ = [
+    "METHODS",
+    "PRESETS",
+    "SOURCES",
+    "RowSample",
+    "SampledLinear",
+    "SamplingConfig",
+    "apply_sampling",
+    "expected_squared_error",
+    "find_targets",
+    "remove_sampling",
+    "sample_ids",
+    "sample_rows",
+    "sampled_layers",
+]

@@ -1,0 +1,200 @@
+"""Column-row sampling estimators of a linear layer's weight gradient (pure functions, no state).
+
+For ``Y = X Wᵀ + b`` over N rows, the weight gradient ``dW = dYᵀ X = Σ_i dY_iᵀ X_i`` is a sum of N
+column-row pairs ``T_i`` with ``‖T_i‖_F = ‖dY_i‖·‖X_i‖`` (Liu et al. 2023, "WTA-CRS", Eq. 1c).
+An estimator keeps a few rows and one weight per kept row::
+
+    dW ≈ Σ_t w_t · dY_{i_t}ᵀ X_{i_t}
+
+Rows are chosen at forward time, before dY exists, from an importance score ``m_i ≥ 0`` per row
+(for instance ``‖X_i‖``); probabilities are ``p_i = m_i / Σ m``. A row with ``p_i = 0`` is never
+kept, so an estimator is unbiased exactly when ``p_i > 0`` wherever ``T_i ≠ 0``.
+
+Methods:
+
+* ``crs`` — k i.i.d. draws from p, row i weighted ``1/(k p_i)`` (Drineas et al. 2006; Adelman
+  et al. 2021). Unbiased.
+* ``wtacrs`` — the |C| most probable rows ("winners") kept with weight 1, plus ``s = k−|C|``
+  draws from the rest, weighted ``(1−P_C)/(s p_j)`` (WTA-CRS §3, Eq. 5). |C| minimises the leading
+  variance factor ``(1−P_C)/(k−|C|)``; |C| = 0 is plain CRS. Unbiased on every path.
+* ``biased_topk`` (method name ``"topk"``) — the k highest-scoring rows with weight 1. Zero
+  variance but **biased**: the tail's gradient is dropped.
+
+Repeated draws of one row are merged (weights added), which leaves the estimate unchanged and
+keeps each row once in memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+METHODS = ("exact", "crs", "topk", "wtacrs")
+
+
+@dataclass(frozen=True)
+class RowSample:
+    """Rows to keep for the weight gradient: unique, sorted ``indices`` and float32 ``weights``."""
+
+    indices: Tensor
+    weights: Tensor
+
+    def __len__(self) -> int:
+        return self.indices.numel()
+
+
+def sample_size(n_rows: int, budget: float, minimal_k: int) -> int:
+    """k = clamp(⌊ρ·N⌋, minimal_k, N): the number of column-row pairs a step keeps (WTA-CRS §3.4)."""
+    return min(max(math.floor(budget * n_rows), minimal_k), n_rows)
+
+
+def probabilities(importance: Tensor) -> Tensor:
+    """p_i = m_i / Σ m in float32. Rows of zero importance get p = 0; all-zero importance is an error."""
+    importance = importance.float()
+    total = importance.sum()
+    if not total > 0:
+        raise ValueError("probabilities: importance sums to zero; at least one row must have m_i > 0")
+    return importance / total
+
+
+def merge_duplicates(indices: Tensor, weights: Tensor) -> RowSample:
+    """Sum the weights of repeated indices, so each kept row is stored once (same estimate)."""
+    unique, inverse = torch.unique(indices, sorted=True, return_inverse=True)
+    merged = torch.zeros(unique.numel(), dtype=torch.float32, device=indices.device)
+    return RowSample(unique, merged.index_add_(0, inverse, weights.float()))
+
+
+def keep_all(p: Tensor) -> RowSample:
+    """Every row that has probability mass, weight 1: the exact gradient on p's support."""
+    support = torch.nonzero(p > 0).flatten()
+    return RowSample(support, torch.ones(support.numel(), dtype=torch.float32, device=p.device))
+
+
+def crs(p: Tensor, k: int, generator: torch.Generator | None = None) -> RowSample:
+    """Column-row sampling: k draws with replacement, row i weighted 1/(k p_i). Unbiased."""
+    draws = torch.multinomial(p, k, replacement=True, generator=generator)
+    return merge_duplicates(draws, 1.0 / (k * p[draws]))
+
+
+def winner_count(top_p: Tensor, k: int) -> int:
+    """|C| for WTA-CRS: argmin over c in 0..k-1 of (1 − Σ_{top c} p)/(k − c).
+
+    ``top_p`` holds the k largest probabilities, sorted descending. c = 0 scores 1/k, so winners
+    are taken only when they lower the leading variance factor below CRS's (WTA-CRS Thm. 1:
+    WTA-CRS beats CRS when P_C > |C|/k). Ties go to the smaller |C|.
+    """
+    c = torch.arange(k, device=top_p.device, dtype=torch.float64)
+    taken = torch.cat([top_p.new_zeros(1, dtype=torch.float64), top_p[: k - 1].double().cumsum(0)])
+    rest = (1.0 - taken).clamp_min(0.0)
+    return int(torch.argmin(rest / (k - c)).item())
+
+
+def wtacrs(p: Tensor, k: int, generator: torch.Generator | None = None) -> RowSample:
+    """Winner-take-all CRS: top-|C| rows with weight 1 plus s = k−|C| draws from the rest.
+
+    A drawn row j gets weight (1−P_C)/(s p_j) (WTA-CRS Eq. 5), with 1−P_C computed as the sum of
+    the non-winners' probabilities (no cancellation when the winners hold nearly all the mass).
+    If at most k rows carry mass, they are all kept: the estimate is then exact.
+    """
+    if int((p > 0).sum()) <= k:
+        return keep_all(p)
+    top_p, top_idx = torch.topk(p, k, sorted=True)
+    c = winner_count(top_p, k)
+    winners = top_idx[:c]
+    rest = p.clone()
+    rest[winners] = 0.0
+    rest_mass = rest.sum()
+    s = k - c
+    draws = torch.multinomial(rest, s, replacement=True, generator=generator)
+    indices = torch.cat([winners, draws])
+    weights = torch.cat([torch.ones(c, device=p.device), rest_mass / (s * p[draws])])
+    return merge_duplicates(indices, weights)
+
+
+def biased_topk(importance: Tensor, k: int) -> RowSample:
+    """Deterministic top-k (Adelman et al. 2021): the k highest-importance rows, weight 1. BIASED."""
+    indices = torch.topk(importance.float(), k, sorted=False).indices.sort().values
+    return RowSample(indices, torch.ones(k, dtype=torch.float32, device=importance.device))
+
+
+def sample_rows(
+    importance: Tensor,
+    method: str,
+    budget: float,
+    minimal_k: int = 10,
+    generator: torch.Generator | None = None,
+) -> RowSample | None:
+    """Pick the rows one step keeps for dW, or None when all rows are kept (exact, or k = N)."""
+    n_rows = importance.numel()
+    k = sample_size(n_rows, budget, minimal_k)
+    if method == "exact" or k >= n_rows:
+        return None
+    if method == "topk":
+        return biased_topk(importance, k)
+    if not importance.sum() > 0:  # every row is zero: so is dW, and keeping nothing is exact
+        empty = torch.empty(0, dtype=torch.long, device=importance.device)
+        return RowSample(empty, torch.empty(0, dtype=torch.float32, device=importance.device))
+    p = probabilities(importance)
+    if method == "crs":
+        return crs(p, k, generator)
+    if method == "wtacrs":
+        return wtacrs(p, k, generator)
+    raise ValueError(f"method={method!r} is not one of {METHODS}")
+
+
+def estimate_weight_grad(
+    dy: Tensor, kept_x: Tensor, sample: RowSample | None, weight_is_row_major: bool = True
+) -> Tensor:
+    """Σ_t w_t dY_{i_t}ᵀ X_{i_t} from 2-D ``dy`` [N, out] and the kept input rows ``kept_x``.
+
+    ``kept_x`` holds all N rows when ``sample`` is None, else the sampled rows in sample order.
+    The GEMM is the one autograd's own linear backward runs for the weight's layout — ``dYᵀX`` for
+    a row-major [out, in] weight (nn.Linear), ``(XᵀdY)ᵀ`` for a transposed one (GPT-2's Conv1D) —
+    so keeping every row matches the stock module bit for bit. Row weights are applied in
+    float32; float16 runs the GEMM in float32, since a large weight times dY could overflow it.
+    """
+    if sample is None:
+        scaled = dy
+    else:
+        compute = torch.float32 if dy.dtype == torch.float16 else dy.dtype
+        scaled = (dy.index_select(0, sample.indices).float() * sample.weights[:, None]).to(compute)
+        kept_x = kept_x.to(compute)
+    grad = scaled.t() @ kept_x if weight_is_row_major else (kept_x.t() @ scaled).t()
+    return grad.to(dy.dtype)
+
+
+def expected_squared_error(x: Tensor, dy: Tensor, importance: Tensor, method: str, k: int) -> float:
+    """Closed-form E‖Ĝ − G‖²_F of one estimate of G = dYᵀX (the MSE: variance, or bias² for top-k).
+
+    CRS:     (1/k)·(Σ_i ‖T_i‖²/p_i − ‖G‖²)                         (Drineas et al. 2006, Lemma 4)
+    WTA-CRS: (1/s)·((1−P_C)·Σ_{j∉C} ‖T_j‖²/p_j − ‖G_{∖C}‖²)        (WTA-CRS §3; G_{∖C} = Σ_{j∉C} T_j)
+    top-k:   ‖G − Σ_{top k} T_i‖²                                  (deterministic: bias only)
+    Sums run over rows with p > 0; computed in float64.
+    """
+    x, dy = x.double(), dy.double()
+    n_rows = x.shape[0]
+    if method == "exact" or k >= n_rows:
+        return 0.0
+    if method == "topk":
+        kept = biased_topk(importance, k)
+        return float((estimate_weight_grad(dy, x[kept.indices], kept) - dy.t() @ x).square().sum())
+    p = probabilities(importance).double()
+    term_sq = x.square().sum(1) * dy.square().sum(1)
+    mass = p > 0
+    if method == "crs":
+        g_sq = (dy.t() @ x).square().sum()
+        return float((torch.sum(term_sq[mass] / p[mass]) - g_sq) / k)
+    if method != "wtacrs":
+        raise ValueError(f"method={method!r} is not one of {METHODS}")
+    if int(mass.sum()) <= k:
+        return 0.0
+    top_p, top_idx = torch.topk(p.float(), k, sorted=True)
+    c = winner_count(top_p, k)
+    rest = mass.clone()
+    rest[top_idx[:c]] = False
+    rest_mass = p[rest].sum()
+    g_rest_sq = (dy[rest].t() @ x[rest]).square().sum()
+    return float((rest_mass * torch.sum(term_sq[rest] / p[rest]) - g_rest_sq) / (k - c))
