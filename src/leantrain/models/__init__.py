@@ -1,0 +1,1 @@
+"""Model loading: offline pretrained models and small random models built from configs."""
