@@ -28,6 +28,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import leantrain as lt
 from leantrain.data.bbc import LABELS, load_bbc_news, split
+from leantrain.memory import saved_tensor_bytes
 from leantrain.models.pretrained import minilm_path
 from leantrain.sampling.estimators import expected_squared_error, sample_size
 from leantrain.sampling.importance import SOURCES, make_source
@@ -115,8 +116,6 @@ def variance_table(args) -> None:
 
 
 def memory_table(args) -> None:
-    from leantrain.memory import saved_tensor_bytes
-
     model, tokenizer = load(args.seed)
     _, batch = batches(tokenizer, 1, args.batch_size, args.seq_len)[0]
     model.train()

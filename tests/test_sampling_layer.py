@@ -163,3 +163,14 @@ def test_cached_importance_needs_sample_ids():
         sampled(x)
     with pytest.raises(ValueError, match="1-D sequence of integers"), lt.sample_ids(sampled, [0.5, 1.0]):
         pass
+
+
+def test_exact_gradients_block_gives_the_stock_gradient_then_sampling_resumes():
+    reference, sampled = converted_pair("wtacrs", budget=0.2)
+    x, grad_out = torch.randn(8, 16, 16), torch.randn(8, 16, 8)
+    with lt.exact_gradients(sampled):
+        exact = grads(sampled, x, grad_out)
+    for got, want in zip(exact, grads(reference, x, grad_out), strict=True):
+        assert torch.equal(got, want)
+    sampled.zero_grad()
+    assert not torch.equal(grads(sampled, x, grad_out)[2], exact[2])

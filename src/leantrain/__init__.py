@@ -6,6 +6,7 @@ from leantrain.sampling import (
     SampledLinear,
     SamplingConfig,
     apply_sampling,
+    exact_gradients,
     remove_sampling,
     sample_ids,
     sampled_layers,

@@ -7,6 +7,7 @@ from leantrain.sampling.layers import SampledLinear
 from leantrain.sampling.surgery import (
     PRESETS,
     apply_sampling,
+    exact_gradients,
     find_targets,
     remove_sampling,
     sample_ids,
@@ -21,6 +22,7 @@ __all__ = [
     "SampledLinear",
     "SamplingConfig",
     "apply_sampling",
+    "exact_gradients",
     "expected_squared_error",
     "find_targets",
     "remove_sampling",

@@ -14,8 +14,8 @@ class SampledLinear(nn.Module):
 
     The wrapper registers the wrapped module's own Parameter objects under the same names, so the
     model's state_dict keys and any optimizer built beforehand stay valid. The wrapped module is
-    kept unregistered as ``base`` and is what ``remove_sampling`` puts back. In eval mode or under
-    ``torch.no_grad`` the forward is the wrapped module's own.
+    kept unregistered as ``base`` and is what ``remove_sampling`` puts back. In eval mode, under
+    ``torch.no_grad`` or inside ``exact_gradients`` the forward is the wrapped module's own.
     """
 
     def __init__(self, base: nn.Module, sampler: RowSampler) -> None:
@@ -25,6 +25,7 @@ class SampledLinear(nn.Module):
         self.__dict__["base"] = base
         self.weight_is_transposed = not isinstance(base, nn.Linear)  # Conv1D keeps W as [in, out]
         self.sampler = sampler
+        self.sampling_enabled = True  # False inside leantrain.exact_gradients(model)
 
     @property
     def in_features(self) -> int:
@@ -40,7 +41,7 @@ class SampledLinear(nn.Module):
                 f"{self.sampler.name or 'SampledLinear'}: input dtype {x.dtype} is not a floating-point "
                 "type (float32, bfloat16 or float16)"
             )
-        if not (self.training and torch.is_grad_enabled()):
+        if not (self.training and self.sampling_enabled and torch.is_grad_enabled()):
             return self.base.forward(x)
         if x.dim() == 1:
             return self.forward(x[None])[0]

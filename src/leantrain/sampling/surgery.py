@@ -147,3 +147,20 @@ def sample_ids(model: nn.Module, ids: Tensor | Sequence[int]) -> Iterator[None]:
     finally:
         for layer in layers:
             layer.sampler.sample_ids = None
+
+
+@contextmanager
+def exact_gradients(model: nn.Module) -> Iterator[None]:
+    """Inside this block the sampled layers run as the stock modules (exact dW, all rows kept).
+
+    For comparing a sampled gradient with the exact one at the same parameters, or for an
+    occasional exact step. Stateful importance sources learn nothing from exact steps.
+    """
+    layers = sampled_layers(model).values()
+    for layer in layers:
+        layer.sampling_enabled = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.sampling_enabled = True

@@ -1,0 +1,70 @@
+"""Bytes an autograd graph keeps for backward, attributed to the module that saved them.
+
+Every tensor autograd packs during one forward pass passes through
+``torch.autograd.graph.saved_tensors_hooks``; it is charged to the innermost module whose forward
+was running. Each storage counts once (views and repeats share it), and storages of the model's
+parameters and buffers are excluded: they exist whether or not a graph is built (DESIGN.md, "How
+figures are measured"). Deterministic and device-independent.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class SavedBytes:
+    """Saved-for-backward bytes of one forward pass: in total, by module name and by module type."""
+
+    total: int = 0
+    by_name: dict[str, int] = field(default_factory=dict)
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+def _storage_key(t: Tensor) -> tuple[torch.device, int]:
+    return t.device, t.untyped_storage().data_ptr()
+
+
+def saved_tensor_bytes(model: nn.Module, inputs: dict[str, Tensor] | Tensor) -> SavedBytes:
+    """Run one forward pass of ``model`` on ``inputs`` (a dict of keyword tensors or one tensor)
+    and count what autograd keeps for backward. The graph is discarded afterwards."""
+    owned = {_storage_key(t) for t in (*model.parameters(), *model.buffers())}
+    seen: set[tuple[torch.device, int]] = set()
+    by_name: dict[str, int] = defaultdict(int)
+    by_type: dict[str, int] = defaultdict(int)
+    active: list[tuple[str, str]] = [("", type(model).__name__)]
+
+    def pack(t: Tensor) -> Tensor:
+        key = _storage_key(t)
+        if key not in owned and key not in seen and t.device.type != "meta":
+            seen.add(key)
+            name, kind = active[-1]
+            by_name[name] += t.untyped_storage().nbytes()
+            by_type[kind] += t.untyped_storage().nbytes()
+        return t
+
+    def enter(name: str):
+        def hook(module: nn.Module, args: object) -> None:
+            active.append((name, type(module).__name__))
+        return hook
+
+    def leave(module: nn.Module, args: object, output: object) -> None:
+        active.pop()
+
+    handles = []
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_pre_hook(enter(name)))
+            handles.append(module.register_forward_hook(leave, always_call=True))
+    try:
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            output = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+        del output
+    finally:
+        for handle in handles:
+            handle.remove()
+    return SavedBytes(sum(by_name.values()), dict(by_name), dict(by_type))

@@ -1,0 +1,1 @@
+"""Recipes: data -> model -> training loop -> report, one file per job."""
