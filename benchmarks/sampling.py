@@ -25,6 +25,7 @@ from collections import defaultdict
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging
 
 import leantrain as lt
 from leantrain.data.bbc import LABELS, load_bbc_news, split
@@ -37,6 +38,8 @@ BUDGETS = (0.3, 0.1)
 
 
 def load(seed: int):
+    logging.set_verbosity_error()  # the fresh classifier head is expected
+    logging.disable_progress_bar()
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=len(LABELS))
     return model, AutoTokenizer.from_pretrained(minilm_path())
