@@ -133,3 +133,43 @@ def test_training_with_sampled_gradients_lowers_the_loss(family, importance):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("importance", ["running", "cached"])
+def test_resuming_from_saved_sampling_state_continues_bit_identically(importance, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    def fresh():
+        torch.manual_seed(0)
+        model = llama()
+        lt.apply_sampling(model, lt.SamplingConfig("wtacrs", 0.3, importance=importance, seed=5), "all-linear")
+        return model, torch.optim.SGD(model.parameters(), lr=0.05)
+
+    def train(model, optimizer, steps):
+        batch = batch_for("llama")
+        for _ in range(steps):
+            optimizer.zero_grad()
+            with lt.sample_ids(model, torch.arange(4)):
+                model(**batch).loss.backward()
+            optimizer.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    model, optimizer = fresh()
+    train(model, optimizer, 3)
+    save_file(model.state_dict() | {f"sampling/{k}": v for k, v in lt.sampling_state_dict(model).items()},
+              tmp_path / "ckpt.safetensors")
+    uninterrupted = train(model, optimizer, 3)
+
+    resumed, optimizer = fresh()
+    saved = load_file(tmp_path / "ckpt.safetensors")
+    resumed.load_state_dict({k: v for k, v in saved.items() if not k.startswith("sampling/")}, strict=False)
+    lt.load_sampling_state_dict(resumed, {k[9:]: v for k, v in saved.items() if k.startswith("sampling/")})
+    for got, want in zip(train(resumed, optimizer, 3), uninterrupted, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_loading_sampling_state_into_a_different_model_is_refused():
+    model = llama()
+    lt.apply_sampling(model, lt.SamplingConfig(importance="running"))
+    with pytest.raises(ValueError, match="belongs to no sampled layer"):
+        lt.load_sampling_state_dict(model, {"encoder.layer.0.output.dense.source.average": torch.ones(3)})

@@ -7,7 +7,9 @@ from leantrain.sampling import (
     SamplingConfig,
     apply_sampling,
     exact_gradients,
+    load_sampling_state_dict,
     remove_sampling,
     sample_ids,
     sampled_layers,
+    sampling_state_dict,
 )

@@ -9,9 +9,11 @@ from leantrain.sampling.surgery import (
     apply_sampling,
     exact_gradients,
     find_targets,
+    load_sampling_state_dict,
     remove_sampling,
     sample_ids,
     sampled_layers,
+    sampling_state_dict,
 )
 
 __all__ = [
@@ -25,8 +27,10 @@ __all__ = [
     "exact_gradients",
     "expected_squared_error",
     "find_targets",
+    "load_sampling_state_dict",
     "remove_sampling",
     "sample_ids",
     "sample_rows",
     "sampled_layers",
+    "sampling_state_dict",
 ]

@@ -48,6 +48,12 @@ class RowNorms:
     def observe(self, grad_norms: Tensor, sample_ids: Tensor | None) -> None:
         """Stateless: nothing to learn."""
 
+    def state_dict(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Stateless: nothing to restore."""
+
 
 class RunningGradNorms:
     """Importance ``‖X_i‖ · ḡ_pos``: ḡ is an exponential moving average of ``‖dY‖`` per position."""
@@ -79,11 +85,11 @@ class RunningGradNorms:
         head = self.average[: batch_mean.numel()]
         head.mul_(self.decay).add_(batch_mean.to(head.device), alpha=1.0 - self.decay)
 
-    def state_dict(self) -> dict[str, Tensor | None]:
-        return {"average": self.average}
+    def state_dict(self) -> dict[str, Tensor]:
+        return {} if self.average is None else {"average": self.average.clone()}
 
-    def load_state_dict(self, state: dict[str, Tensor | None]) -> None:
-        self.average = state["average"]
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.average = state.get("average")
 
 
 class CachedGradNorms:
@@ -141,7 +147,7 @@ class CachedGradNorms:
         self.table[ids, :positions] = grad_norms.detach().to("cpu", torch.bfloat16)
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"table": self.table}
+        return {"table": self.table.clone()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.table = state["table"]

@@ -58,6 +58,22 @@ class RowSampler:
         norms = torch.linalg.vector_norm(grad_output, dim=-1, dtype=torch.float32)
         self.source.observe(norms.reshape(grad_output.shape[0], -1), sample_ids)
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """Generator states (one per device used) and the importance source's learnt state."""
+        state = {f"source.{k}": v for k, v in self.source.state_dict().items()}
+        for device, generator in self._generators.items():
+            state[f"generator.{device}"] = generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.source.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("source.")})
+        for key, value in state.items():
+            if key.startswith("generator."):
+                device = torch.device(key[len("generator."):])
+                generator = self.generator(device)
+                if generator is not None:
+                    generator.set_state(value)
+
     def __repr__(self) -> str:
         c = self.config
         return f"RowSampler(method={c.method!r}, budget={c.budget}, importance={c.importance!r})"

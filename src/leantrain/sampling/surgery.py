@@ -129,6 +129,32 @@ def remove_sampling(model: nn.Module) -> list[str]:
     return names
 
 
+def sampling_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Every sampled layer's random-generator and importance state, as flat tensors by name.
+
+    Save it beside the model's state_dict (e.g. in the same safetensors file) so that a resumed
+    run draws the same rows as an uninterrupted one.
+    """
+    return {
+        f"{name}.{key}": value
+        for name, layer in sampled_layers(model).items()
+        for key, value in layer.sampler.state_dict().items()
+    }
+
+
+def load_sampling_state_dict(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Restore what ``sampling_state_dict`` saved; the model must have the same sampled layers."""
+    layers = sampled_layers(model)
+    per_layer: dict[str, dict[str, Tensor]] = {name: {} for name in layers}
+    for key, value in state.items():
+        name = next((n for n in layers if key.startswith(n + ".")), None)
+        if name is None:
+            raise ValueError(f"sampling state key {key!r} belongs to no sampled layer of {type(model).__name__}")
+        per_layer[name][key[len(name) + 1:]] = value
+    for name, layer in layers.items():
+        layer.sampler.load_state_dict(per_layer[name])
+
+
 @contextmanager
 def sample_ids(model: nn.Module, ids: Tensor | Sequence[int]) -> Iterator[None]:
     """Tell the sampled layers which training examples the next forward pass holds.
