@@ -14,22 +14,27 @@ class RowSampler:
     """Chooses, in the forward pass, which input rows one layer keeps for its weight gradient.
 
     ``name`` is the module's name in its model, used in error messages. With ``config.seed`` set,
-    the layer draws from its own generator seeded with ``(seed, index)``, so runs reproduce.
+    the layer draws from its own generator seeded with ``(seed, index, rank)``, so runs reproduce
+    and, under torch.distributed, every rank draws its own rows (the rank is read at the first
+    draw, after the process group exists). The mean of the ranks' unbiased estimates is unbiased.
     """
 
     def __init__(self, config: SamplingConfig, name: str = "", index: int = 0) -> None:
         self.config = config
         self.name = name
         self.source = make_source(config.importance)
-        self.seed = None if config.seed is None else hash((config.seed, index)) % (2**63)
+        self.index = index
         self.sample_ids: Tensor | None = None  # set by leantrain.sample_ids(model, ids)
         self._generators: dict[torch.device, torch.Generator] = {}
 
     def generator(self, device: torch.device) -> torch.Generator | None:
-        if self.seed is None:
+        if self.config.seed is None:
             return None
         if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            rank = torch.distributed.get_rank() if distributed else 0
+            seed = hash((self.config.seed, self.index, rank)) % 2**63
+            self._generators[device] = torch.Generator(device=device).manual_seed(seed)
         return self._generators[device]
 
     def keeps_all_rows(self, x: Tensor) -> bool:
