@@ -1,0 +1,19 @@
+"""Low-rank optimizers: optimizer states in a subspace (GaLore, Fira, FRUGAL, SVD-free DCT)."""
+
+from leantrain.optim.base import LowRankOptimizer
+from leantrain.optim.dct import DCTAdamW
+from leantrain.optim.fira import FiraAdamW
+from leantrain.optim.frugal import FrugalAdamW
+from leantrain.optim.galore import GaLoreAdamW
+from leantrain.optim.param_groups import param_groups
+from leantrain.optim.state_bytes import optimizer_state_bytes
+
+__all__ = [
+    "DCTAdamW",
+    "FiraAdamW",
+    "FrugalAdamW",
+    "GaLoreAdamW",
+    "LowRankOptimizer",
+    "optimizer_state_bytes",
+    "param_groups",
+]

@@ -1,0 +1,167 @@
+"""LowRankOptimizer: AdamW for plain groups, a subclass's subspace rule for groups with a "rank" key.
+
+Param groups follow galore-torch and the HF Trainer's ``optim_args``: a group is low-rank iff it has
+a ``rank`` key; ``update_proj_gap`` (T), ``scale`` (α) and ``proj_type`` default from the
+constructor. Adam is the transformers/galore-torch form, ψ = M / (√V + ε) with the bias correction
+√(1 − β₂ᵗ) / (1 − β₁ᵗ) folded into the step size; weight decay is decoupled and applied after the
+update, W ← W − η·λ·W (Loshchilov & Hutter 2019), as in galore-torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from leantrain.optim.projectors import PROJ_TYPES, projected_size
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+class LowRankOptimizer(Optimizer):
+    """Base of GaLoreAdamW, FiraAdamW, FrugalAdamW and DCTAdamW.
+
+    Subclasses implement :meth:`low_rank_direction`; the inner rule (Adam) is :meth:`inner_rule`,
+    which a subclass or test may override (e.g. plain SGD, to check a projection in isolation).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+        **low_rank_defaults: Any,
+    ) -> None:
+        if not (isinstance(lr, int | float) and lr >= 0):
+            raise ValueError(f"lr={lr!r} must be a number >= 0")
+        if not (len(betas) == 2 and all(0.0 <= beta < 1.0 for beta in betas)):
+            raise ValueError(f"betas={betas!r} must be two numbers in [0, 1)")
+        if not eps >= 0:
+            raise ValueError(f"eps={eps!r} must be >= 0")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay={weight_decay!r} must be >= 0")
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, **low_rank_defaults}
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if "rank" in group:
+            self.validate_low_rank_group(group)
+
+    def validate_low_rank_group(self, group: dict[str, Any]) -> None:
+        """Raise ValueError naming the bad value and what is allowed."""
+        rank, gap, proj_type = group["rank"], group["update_proj_gap"], group["proj_type"]
+        if self.uses_rank(group) and not _positive_int(rank):
+            raise ValueError(f"rank={rank!r} must be a positive integer")
+        if not _positive_int(gap):
+            raise ValueError(f"update_proj_gap={gap!r} must be a positive integer (steps between subspace refreshes)")
+        if not _positive_number(group["scale"]):
+            raise ValueError(f"scale={group['scale']!r} must be a positive number")
+        if proj_type not in PROJ_TYPES:
+            raise ValueError(f"proj_type={proj_type!r} is not one of {PROJ_TYPES}")
+        for param in group["params"]:
+            if param.dim() != 2:
+                raise ValueError(
+                    f"a low-rank group (rank={rank}) got a {param.dim()}-D parameter of shape {tuple(param.shape)}; "
+                    "only 2-D weights are allowed there: put it in a plain group (no 'rank' key)"
+                )
+            if not self.uses_rank(group):
+                continue
+            size = projected_size(param.shape, proj_type)
+            if rank > size:
+                raise ValueError(
+                    f"rank={rank} is larger than the side of a {tuple(param.shape)} weight that "
+                    f"proj_type={proj_type!r} reduces ({size}); use rank <= {size}"
+                )
+
+    def uses_rank(self, group: dict[str, Any]) -> bool:
+        """Whether the group's ``rank`` sizes a subspace (not so for FRUGAL's whole-tensor blocks)."""
+        return True
+
+    def inner_rule(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> tuple[Tensor, float]:
+        """Adam on ``grad``: update the moments in ``state``; return ψ = M/(√V+ε) and its bias correction."""
+        if "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(grad)
+            state["exp_avg_sq"] = torch.zeros_like(grad)
+            state["adam_step"] = 0
+        beta1, beta2 = group["betas"]
+        state["adam_step"] += 1
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        correction = math.sqrt(1.0 - beta2 ** state["adam_step"]) / (1.0 - beta1 ** state["adam_step"])
+        return exp_avg / exp_avg_sq.sqrt().add_(group["eps"]), correction
+
+    @staticmethod
+    def reset_inner_state(state: dict[str, Any]) -> None:
+        """Forget the inner rule's statistics (FRUGAL's ``reset_statistics`` at a refresh)."""
+        for key in ("exp_avg", "exp_avg_sq", "adam_step"):
+            state.pop(key, None)
+
+    @staticmethod
+    def refresh_due(state: dict[str, Any], group: dict[str, Any]) -> bool:
+        """True at steps 0, T, 2T, … (counted from 0; ``state["step"]`` already counts this step)."""
+        return (state["step"] - 1) % group["update_proj_gap"] == 0
+
+    def low_rank_direction(
+        self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], slot: tuple[int, int]
+    ) -> tuple[Tensor, float]:
+        """The update direction U and a factor c for a weight in a low-rank group: W ← W − η·c·U.
+
+        ``slot`` is (group index, position in the group): it seeds random subspaces reproducibly.
+        """
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group_index, group in enumerate(self.param_groups):
+            for position, param in enumerate(group["params"]):
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self.state[param]
+                state["step"] = state.get("step", 0) + 1
+                if "rank" in group:
+                    direction, factor = self.low_rank_direction(param.grad, state, group, (group_index, position))
+                else:
+                    direction, factor = self.inner_rule(param.grad, state, group)
+                param.add_(direction, alpha=-group["lr"] * factor)
+                if group["weight_decay"] > 0:
+                    param.add_(param, alpha=-group["lr"] * group["weight_decay"])
+        return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load as torch does, but keep every state tensor's saved dtype.
+
+        torch casts all floating-point state to the parameter's dtype; subspace indices are integers
+        and must stay so, and nothing may change dtype if a resumed run is to be bit-identical.
+        """
+        super().load_state_dict(state_dict)
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        params = [param for group in self.param_groups for param in group["params"]]
+        for saved_id, param in zip(saved_ids, params, strict=True):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                if isinstance(value, Tensor) and value.dtype != self.state[param][key].dtype:
+                    self.state[param][key] = value.to(device=param.device)
+
+    def shared_tensors(self) -> list[Tensor]:
+        """Tensors the optimizer holds beside its per-parameter state (e.g. one DCT basis per size)."""
+        return []
