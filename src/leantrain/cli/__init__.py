@@ -15,9 +15,9 @@ from leantrain import __version__
 
 
 def _commands() -> list[ModuleType]:
-    from leantrain.cli import demo
+    from leantrain.cli import demo, finetune
 
-    return [demo]
+    return [demo, finetune]
 
 
 def build_parser() -> argparse.ArgumentParser:
