@@ -1,15 +1,18 @@
 """Bytes an autograd graph keeps for backward, attributed to the module that saved them.
 
-Every tensor autograd packs during one forward pass passes through
+Every tensor autograd packs during a forward pass passes through
 ``torch.autograd.graph.saved_tensors_hooks``; it is charged to the innermost module whose forward
 was running. Each storage counts once (views and repeats share it), and storages of the model's
-parameters and buffers are excluded: they exist whether or not a graph is built (DESIGN.md, "How
-figures are measured"). Deterministic and device-independent.
+parameters and buffers are excluded (views of them too: a view shares its base's storage): they
+exist whether or not a graph is built (DESIGN.md, "How figures are measured"). Deterministic and
+device-independent.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -25,21 +28,23 @@ class SavedBytes:
     by_type: dict[str, int] = field(default_factory=dict)
 
 
-def _storage_key(t: Tensor) -> tuple[torch.device, int]:
+def storage_key(t: Tensor) -> tuple[torch.device, int]:
+    """Identifies the memory a tensor lives in: views and the tensor they view share one key."""
     return t.device, t.untyped_storage().data_ptr()
 
 
-def saved_tensor_bytes(model: nn.Module, inputs: dict[str, Tensor] | Tensor) -> SavedBytes:
-    """Run one forward pass of ``model`` on ``inputs`` (a dict of keyword tensors or one tensor)
-    and count what autograd keeps for backward. The graph is discarded afterwards."""
-    owned = {_storage_key(t) for t in (*model.parameters(), *model.buffers())}
+@contextmanager
+def track_saved_tensors(model: nn.Module, into: SavedBytes | None = None) -> Iterator[SavedBytes]:
+    """Within the block, count what autograd saves for backward into ``into`` (or a new
+    ``SavedBytes``), yielded and filled in when the block exits. The graph is left untouched."""
+    owned = {storage_key(t) for t in (*model.parameters(), *model.buffers())}
     seen: set[tuple[torch.device, int]] = set()
     by_name: dict[str, int] = defaultdict(int)
     by_type: dict[str, int] = defaultdict(int)
     active: list[tuple[str, str]] = [("", type(model).__name__)]
 
     def pack(t: Tensor) -> Tensor:
-        key = _storage_key(t)
+        key = storage_key(t)
         if key not in owned and key not in seen and t.device.type != "meta":
             seen.add(key)
             name, kind = active[-1]
@@ -60,11 +65,26 @@ def saved_tensor_bytes(model: nn.Module, inputs: dict[str, Tensor] | Tensor) -> 
         if name:
             handles.append(module.register_forward_pre_hook(enter(name)))
             handles.append(module.register_forward_hook(leave, always_call=True))
+    result = into if into is not None else SavedBytes()
     try:
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            output = model(**inputs) if isinstance(inputs, dict) else model(inputs)
-        del output
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            yield result
     finally:
         for handle in handles:
             handle.remove()
-    return SavedBytes(sum(by_name.values()), dict(by_name), dict(by_type))
+        result.by_name, result.by_type = dict(by_name), dict(by_type)
+        result.total = sum(by_name.values())
+
+
+def run_forward(model: nn.Module, inputs: dict[str, Tensor] | Tensor) -> object:
+    """Call ``model`` the way a HF model (keyword tensors) or a plain module (one tensor) is called."""
+    return model(**inputs) if isinstance(inputs, dict) else model(inputs)
+
+
+def saved_tensor_bytes(model: nn.Module, inputs: dict[str, Tensor] | Tensor) -> SavedBytes:
+    """Run one forward pass of ``model`` on ``inputs`` (a dict of keyword tensors or one tensor)
+    and count what autograd keeps for backward. The graph is discarded afterwards."""
+    with torch.enable_grad(), track_saved_tensors(model) as saved:
+        output = run_forward(model, inputs)
+    del output
+    return saved

@@ -1,0 +1,109 @@
+"""Measured peak memory of one training step (DESIGN.md, "How figures are measured").
+
+CUDA: ``torch.cuda.max_memory_allocated`` around the step, minus what was allocated before it.
+CPU: a fresh subprocess builds the model, batch and optimizer, returns freed heap to the OS
+(``malloc_trim``), resets its peak RSS (``/proc/self/clear_refs``) and runs the step; the figure is
+its peak RSS during the step minus its RSS before it. The subprocess gets a picklable *builder*: a
+callable returning ``(model, batch, optimizer)`` (``PickledStep`` for a model already in memory,
+``leantrain.memory.spec.StepSpec`` for one rebuilt from a name).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import multiprocessing
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from leantrain.memory.step import training_step
+
+Step = tuple[nn.Module, "dict[str, Tensor] | Tensor", "torch.optim.Optimizer | None"]
+
+
+@dataclass(frozen=True)
+class PeakMemory:
+    """Peak of one step above what was resident just before it, and what that was."""
+
+    step_bytes: int
+    resident_bytes: int
+    method: str
+
+
+def cuda_peak(run_step: Callable[[], object], device: torch.device) -> PeakMemory:
+    torch.cuda.synchronize(device)
+    gc.collect()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    run_step()
+    torch.cuda.synchronize(device)
+    return PeakMemory(torch.cuda.max_memory_allocated(device) - before, before, "cuda max_memory_allocated")
+
+
+@dataclass(frozen=True)
+class PickledStep:
+    """Builder that loads ``(model, batch, optimizer)`` saved with ``torch.save`` (whole objects)."""
+
+    path: str
+
+    def __call__(self) -> Step:
+        return torch.load(self.path, weights_only=False)
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _warm_up() -> None:
+    """One tiny AdamW step first, so that one-time process costs (thread pools, lazy imports,
+    library workspaces) are resident before the measured step instead of counted in it."""
+    layer = nn.Linear(64, 64)
+    layer(torch.randn(8, 64)).sum().backward()
+    torch.optim.AdamW(layer.parameters()).step()
+
+
+def _child(build: Callable[[], Step], results: multiprocessing.Queue) -> None:
+    try:
+        model, batch, optimizer = build()
+        _warm_up()
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
+        before = _status_kib("VmRSS")
+        training_step(model, batch, optimizer)
+        peak = _status_kib("VmHWM")
+        results.put(((peak - before) * 1024, before * 1024, None))
+    except BaseException as error:  # report any failure to the parent instead of dying silently
+        results.put((0, 0, f"{type(error).__name__}: {error}"))
+
+
+def cpu_peak_in_subprocess(build: Callable[[], Step]) -> PeakMemory:
+    """Run ``build()`` and one training step in a fresh (spawned) Python process; Linux only."""
+    if not Path("/proc/self/clear_refs").exists():
+        raise RuntimeError("CPU peak memory needs Linux /proc (peak RSS of a subprocess)")
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_child, args=(build, results))
+    process.start()
+    step_bytes, resident_bytes, error = results.get()
+    process.join()
+    if error is not None:
+        raise RuntimeError(f"peak-memory subprocess failed: {error}")
+    return PeakMemory(step_bytes, resident_bytes, "cpu peak RSS of a fresh subprocess")
+
+
+def cpu_peak_of_objects(model: nn.Module, batch: dict[str, Tensor] | Tensor,
+                        optimizer: torch.optim.Optimizer | None) -> PeakMemory:
+    """``cpu_peak_in_subprocess`` for objects in memory: they reach the child through a temp file."""
+    with tempfile.TemporaryDirectory(prefix="leantrain-peak-") as folder:
+        path = str(Path(folder) / "step.pt")
+        torch.save((model, batch, optimizer), path)
+        return cpu_peak_in_subprocess(PickledStep(path))

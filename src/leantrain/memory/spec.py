@@ -1,0 +1,58 @@
+"""``StepSpec``: a picklable description of one training step, rebuilt in a fresh process.
+
+This is how the CPU peak measurement gets a large model into its subprocess without pickling
+weights: the child builds the model from its name, applies the same conversions, draws the same
+batch, and makes the same optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+OPTIMIZERS = ("adamw", "sgd", "none")
+
+
+def make_optimizer(name: str, model: nn.Module, lr: float = 1e-4) -> torch.optim.Optimizer | None:
+    """AdamW (two fp32 moments per trainable parameter), plain SGD (no state), or none."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "none":
+        return None
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """Model name or folder, batch shape, optimizer, and conversions applied in order (picklable
+    callables taking the model, e.g. ``functools.partial(apply_lean, config=LeanConfig())``)."""
+
+    model: str
+    batch_size: int
+    seq_len: int
+    optimizer: str = "adamw"
+    conversions: tuple[Callable[[nn.Module], object], ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {self.seq_len}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+
+    def __call__(self) -> tuple[nn.Module, dict[str, Tensor], torch.optim.Optimizer | None]:
+        from leantrain.models.presets import build_model, random_batch
+
+        model = build_model(self.model, self.seed)
+        for convert in self.conversions:
+            convert(model)
+        return model, random_batch(model, self.batch_size, self.seq_len, self.seed), make_optimizer(
+            self.optimizer, model)

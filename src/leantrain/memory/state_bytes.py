@@ -1,0 +1,44 @@
+"""Bytes of what a training step keeps besides activations: parameters, gradients, optimizer states.
+
+Each storage counts once, so tied weights and state tensors that share memory are not counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from leantrain.memory.saved_tensors import storage_key
+
+
+def unique_storage_bytes(tensors: Iterable[Tensor]) -> int:
+    """Total bytes of the distinct storages behind ``tensors`` (views and shared tensors once)."""
+    storages = {storage_key(t): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+def parameter_bytes(model: nn.Module, trainable_only: bool = False) -> int:
+    return unique_storage_bytes(p for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def buffer_bytes(model: nn.Module) -> int:
+    return unique_storage_bytes(model.buffers())
+
+
+def gradient_bytes(model: nn.Module) -> int:
+    return unique_storage_bytes(p.grad for p in model.parameters() if p.grad is not None)
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer | None) -> int:
+    """Bytes of every tensor in ``optimizer.state`` (moments, step counters, low-rank projectors...)."""
+    if optimizer is None:
+        return 0
+    return unique_storage_bytes(
+        value for state in optimizer.state.values() for value in state.values() if isinstance(value, Tensor)
+    )
+
+
+def batch_bytes(batch: dict[str, Tensor] | Tensor) -> int:
+    return unique_storage_bytes(batch.values() if isinstance(batch, dict) else [batch])

@@ -1,0 +1,72 @@
+"""Small named models built from configs (random weights, no download), the offline MiniLM, or a
+local HF folder; and a random batch with labels for each, so one training step has a loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+NUM_LABELS = 5
+
+PRESETS: dict[str, tuple[str, dict]] = {
+    # name: (config class, config kwargs); BERT presets get a sequence-classification head
+    "bert-base": ("BertConfig", {}),
+    "bert-tiny": ("BertConfig", {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                 "intermediate_size": 512, "vocab_size": 1000}),
+    "llama-small": ("LlamaConfig", {"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8,
+                                    "num_key_value_heads": 4, "intermediate_size": 1376, "vocab_size": 32000}),
+    "llama-tiny": ("LlamaConfig", {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                                   "num_key_value_heads": 2, "intermediate_size": 172, "vocab_size": 1000}),
+    "gpt2-tiny": ("GPT2Config", {"n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 1000}),
+}
+MODEL_NAMES = (*PRESETS, "minilm")
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    return type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
+
+
+def build_model(name: str, seed: int = 0) -> nn.Module:
+    """A preset (``PRESETS``, random weights drawn with ``seed``), ``"minilm"`` (offline
+    pretrained encoder) or a local HF model folder, with eager attention, in training mode."""
+    import transformers
+
+    torch.manual_seed(seed)
+    if name in PRESETS:
+        config_class, kwargs = PRESETS[name]
+        config = getattr(transformers, config_class)(**kwargs, attn_implementation="eager")
+        if config_class == "BertConfig":
+            config.num_labels = NUM_LABELS
+            model = transformers.BertForSequenceClassification(config)
+        else:
+            model = transformers.AutoModelForCausalLM.from_config(config)
+        return model.train()
+    if name == "minilm":
+        from leantrain.models.pretrained import minilm_path
+
+        folder = minilm_path()
+    else:
+        folder = Path(name)
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)} or a HF model folder "
+                             f"with config.json, got {name!r}")
+    config = transformers.AutoConfig.from_pretrained(folder)
+    causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.architectures or [])
+    auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForSequenceClassification
+    kwargs = {} if causal else {"num_labels": NUM_LABELS}
+    return auto.from_pretrained(folder, attn_implementation="eager", **kwargs).train()
+
+
+def random_batch(model: nn.Module, batch_size: int, seq_len: int, seed: int = 0) -> dict[str, Tensor]:
+    """Random token ids with labels: next-token labels for a causal LM, class labels otherwise."""
+    if batch_size < 1 or seq_len < 1:
+        raise ValueError(f"batch_size and seq_len must be >= 1, got {batch_size} and {seq_len}")
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    ids = torch.randint(model.config.vocab_size, (batch_size, seq_len), generator=generator)
+    labels = ids.clone() if is_causal_lm(model) else torch.randint(model.config.num_labels, (batch_size,),
+                                                                   generator=generator)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    return {key: value.to(device) for key, value in batch.items()}
