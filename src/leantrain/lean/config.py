@@ -1,0 +1,35 @@
+"""Which memory-lean companions ``apply_lean`` swaps in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class LeanConfig:
+    """Every companion is exact (gradients equal the stock module's within float rounding) and on
+    by default; turn one off to ablate it.
+
+    dropout: ``nn.Dropout`` keeps a seed instead of a bool mask (dropout.py).
+    relu: ``nn.ReLU`` keeps a 1-bit mask instead of its output (relu.py).
+    norms: LayerNorm / RMSNorm keep their output instead of their input (norms.py).
+    attention: HF attention keeps Q, K, V instead of the L×L probabilities (attention.py).
+    recompute_mlp: MLP blocks keep only their input and recompute in backward (recompute.py).
+    lm_loss: causal LMs compute LM head + loss in chunks of ``lm_loss_chunk_rows`` rows (lm_loss.py).
+    """
+
+    dropout: bool = True
+    relu: bool = True
+    norms: bool = True
+    attention: bool = True
+    recompute_mlp: bool = True
+    lm_loss: bool = True
+    lm_loss_chunk_rows: int = 1024
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.type == "bool" and not isinstance(value, bool):
+                raise ValueError(f"LeanConfig.{item.name} must be True or False, got {value!r}")
+        if not isinstance(self.lm_loss_chunk_rows, int) or self.lm_loss_chunk_rows < 1:
+            raise ValueError(f"LeanConfig.lm_loss_chunk_rows must be an int >= 1, got {self.lm_loss_chunk_rows!r}")

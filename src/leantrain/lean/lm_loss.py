@@ -1,0 +1,93 @@
+"""Causal-LM loss that never holds the full logits: LM head + cross-entropy in row chunks.
+
+Stock HF causal LMs materialise B×L×V logits and cross-entropy keeps its B×L×V log-softmax for
+backward; with a 32k vocabulary that dwarfs every other activation. The fused function keeps
+only the final hidden states (already kept by the final norm) and the targets, and recomputes
+each chunk's logits in backward (as Liger-Kernel's fused linear cross-entropy and Apple's Cut
+Cross-Entropy do). Exact within float rounding. In training with ``labels`` the lean model
+returns the loss and ``logits=None``; without labels it runs the stock forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.autograd import Function
+
+IGNORE_INDEX = -100
+
+
+def _chunk_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return nn.functional.linear(hidden, weight, bias).float()
+
+
+class ChunkedLinearCrossEntropyFunction(Function):
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, divisor: Tensor,
+                chunk_rows: int) -> Tensor:
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, hidden.shape[0], chunk_rows):
+            logits = _chunk_logits(hidden[start:start + chunk_rows], weight, bias)
+            target = targets[start:start + chunk_rows]
+            picked = logits.gather(1, target.clamp(min=0)[:, None])[:, 0]
+            total += ((torch.logsumexp(logits, dim=-1) - picked) * (target != IGNORE_INDEX)).sum()
+        ctx.save_for_backward(hidden, weight, bias, targets, divisor)
+        ctx.chunk_rows = chunk_rows
+        return total / divisor
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        hidden, weight, bias, targets, divisor = ctx.saved_tensors
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if ctx.needs_input_grad[2] else None
+        for start in range(0, hidden.shape[0], ctx.chunk_rows):
+            rows = slice(start, start + ctx.chunk_rows)
+            target = targets[rows]
+            grad_logits = torch.softmax(_chunk_logits(hidden[rows], weight, bias), dim=-1)
+            grad_logits.scatter_add_(1, target.clamp(min=0)[:, None], grad_logits.new_full((len(target), 1), -1.0))
+            grad_logits *= ((target != IGNORE_INDEX) * (grad / divisor))[:, None]
+            grad_hidden[rows] = (grad_logits @ weight.float()).to(hidden.dtype)
+            if grad_weight is not None:
+                grad_weight += grad_logits.T @ hidden[rows].float()
+            if grad_bias is not None:
+                grad_bias += grad_logits.sum(0)
+        return (grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype),
+                None if grad_bias is None else grad_bias.to(bias.dtype), None, None, None)
+
+
+def chunked_causal_lm_loss(hidden: Tensor, head: nn.Linear, labels: Tensor, chunk_rows: int,
+                           num_items_in_batch: Tensor | int | None = None) -> Tensor:
+    """HF's ``ForCausalLMLoss`` (shift by one, ignore -100, mean over counted tokens or divide by
+    ``num_items_in_batch``) on ``head(hidden)``, chunk by chunk."""
+    targets = nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].reshape(-1).to(hidden.device)
+    divisor = (targets != IGNORE_INDEX).sum() if num_items_in_batch is None else num_items_in_batch
+    divisor = torch.as_tensor(divisor, device=hidden.device)
+    return ChunkedLinearCrossEntropyFunction.apply(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias,
+                                                   targets, divisor, chunk_rows)
+
+
+def lean_causal_lm_forward(model: nn.Module, *args, labels: Tensor | None = None, chunk_rows: int = 1024,
+                           **kwargs):
+    """``model.forward`` of a HF causal LM with the chunked loss when training with labels."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    if labels is None or not torch.is_grad_enabled():
+        return type(model).forward(model, *args, labels=labels, **kwargs)
+    num_items = kwargs.pop("num_items_in_batch", None)
+    kwargs.pop("logits_to_keep", None)
+    outputs = model.base_model(*args, **kwargs)
+    loss = chunked_causal_lm_loss(outputs[0], model.get_output_embeddings(), labels, chunk_rows, num_items)
+    return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=getattr(outputs, "past_key_values", None),
+                                  hidden_states=getattr(outputs, "hidden_states", None),
+                                  attentions=getattr(outputs, "attentions", None))
+
+
+def has_plain_lm_head(model: nn.Module) -> bool:
+    """A HF causal LM whose logits are just ``lm_head(hidden)`` (no soft-capping or scaling)."""
+    if not type(model).__name__.endswith(("ForCausalLM", "LMHeadModel")) or model.base_model is model:
+        return False
+    config = model.config
+    return (type(model.get_output_embeddings()) is nn.Linear
+            and getattr(config, "final_logit_softcapping", None) is None
+            and getattr(config, "logit_scale", None) is None)

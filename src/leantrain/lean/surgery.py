@@ -1,0 +1,106 @@
+"""``apply_lean`` / ``remove_lean``: swap the memory-lean companions into a model in place, and back.
+
+Module-level companions replace stock modules (``nn.Dropout``, ``nn.ReLU``, ``nn.LayerNorm``,
+RMSNorms, MLP blocks) and share their parameter objects; attention is switched through HF's
+``attn_implementation``; the chunked LM loss is an instance-level ``forward``. Like PEFT's
+inject/unload and torchao's ``quantize_(model, config, filter_fn)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from torch import nn
+
+from leantrain.lean.attention import LEAN_ATTENTION, register_lean_attention
+from leantrain.lean.config import LeanConfig
+from leantrain.lean.dropout import LeanDropout
+from leantrain.lean.lm_loss import has_plain_lm_head, lean_causal_lm_forward
+from leantrain.lean.norms import LeanLayerNorm, LeanRMSNorm, looks_like_rms_norm
+from leantrain.lean.recompute import RecomputedModule, is_mlp_block
+from leantrain.lean.relu import LeanReLU
+from leantrain.lean.replacement import LeanReplacement
+
+_PREVIOUS_ATTENTION = "_leantrain_previous_attn_implementation"
+_SWAPPABLE_ATTENTION = ("eager", "sdpa")
+
+
+def _module_replacement(module: nn.Module, config: LeanConfig) -> type[LeanReplacement] | None:
+    if config.dropout and type(module) is nn.Dropout:
+        return LeanDropout
+    if config.relu and type(module) is nn.ReLU:
+        return LeanReLU
+    if config.norms and type(module) is nn.LayerNorm:
+        return LeanLayerNorm
+    if config.norms and looks_like_rms_norm(module):
+        return LeanRMSNorm
+    return None
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child, new)
+
+
+def apply_lean(
+    model: nn.Module,
+    config: LeanConfig | None = None,
+    filter_fn: Callable[[nn.Module, str], bool] | None = None,
+) -> dict[str, str]:
+    """Swap lean companions into ``model`` in place (modules passing ``filter_fn(module, name)``).
+
+    Returns what changed: module name (or ``config._attn_implementation`` / ``forward``) -> the
+    companion now there. Applying twice changes nothing more; ``remove_lean`` undoes it.
+    """
+    config = config or LeanConfig()
+    if not isinstance(config, LeanConfig):
+        raise ValueError(f"config must be a LeanConfig, got {type(config).__name__}")
+    changed: dict[str, str] = {}
+    modules = [(n, m) for n, m in model.named_modules() if n and not isinstance(m, LeanReplacement)]
+    for name, module in modules:
+        replacement = _module_replacement(module, config)
+        if replacement is not None and (filter_fn is None or filter_fn(module, name)):
+            _swap(model, name, replacement(module))
+            changed[name] = replacement.__name__
+    if config.recompute_mlp:
+        for name, module in list(model.named_modules()):
+            if is_mlp_block(module) and not isinstance(module, LeanReplacement) and (
+                    filter_fn is None or filter_fn(module, name)):
+                _swap(model, name, RecomputedModule(module))
+                changed[name] = f"RecomputedModule({type(module).__name__})"
+    hf_config = getattr(model, "config", None)
+    if config.attention and getattr(hf_config, "_attn_implementation", None) in _SWAPPABLE_ATTENTION:
+        register_lean_attention()
+        setattr(model, _PREVIOUS_ATTENTION, hf_config._attn_implementation)
+        changed["config._attn_implementation"] = f"{hf_config._attn_implementation} -> {LEAN_ATTENTION}"
+        hf_config._attn_implementation = LEAN_ATTENTION
+    if config.lm_loss and "forward" not in model.__dict__ and has_plain_lm_head(model):
+        model.forward = functools.partial(lean_causal_lm_forward, model, chunk_rows=config.lm_loss_chunk_rows)
+        changed["forward"] = f"chunked LM-head loss ({config.lm_loss_chunk_rows} rows per chunk)"
+    return changed
+
+
+def remove_lean(model: nn.Module) -> dict[str, str]:
+    """Put back every stock module, the attention implementation and the stock forward.
+    Returns what was restored: name -> the stock type or setting."""
+    restored: dict[str, str] = {}
+    for name, module in sorted(model.named_modules(), key=lambda item: -item[0].count(".")):
+        if isinstance(module, LeanReplacement):
+            original = module.restore()
+            _swap(model, name, original)
+            restored[name] = type(original).__name__
+    if hasattr(model, _PREVIOUS_ATTENTION):
+        model.config._attn_implementation = getattr(model, _PREVIOUS_ATTENTION)
+        restored["config._attn_implementation"] = getattr(model, _PREVIOUS_ATTENTION)
+        delattr(model, _PREVIOUS_ATTENTION)
+    forward = model.__dict__.get("forward")
+    if isinstance(forward, functools.partial) and forward.func is lean_causal_lm_forward:
+        del model.forward
+        restored["forward"] = f"{type(model).__name__}.forward"
+    return restored
+
+
+def lean_modules(model: nn.Module) -> list[str]:
+    """Names of the lean companions currently in ``model``."""
+    return [name for name, module in model.named_modules() if isinstance(module, LeanReplacement)]

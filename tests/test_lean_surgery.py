@@ -1,0 +1,83 @@
+"""apply_lean / remove_lean on tiny random BERT, Llama and GPT-2: in place, same parameters,
+same losses and gradients, fewer saved bytes, and a clean round trip."""
+
+import io
+
+import pytest
+import torch
+
+from leantrain.lean import LeanConfig, apply_lean, lean_modules, remove_lean
+from leantrain.memory import saved_tensor_bytes
+from leantrain.models.presets import build_model, random_batch
+
+EXPECTED = {
+    "bert-tiny": {"LeanDropout", "LeanLayerNorm", "RecomputedModule(BertIntermediate)"},
+    "llama-tiny": {"LeanRMSNorm", "RecomputedModule(LlamaMLP)"},
+    "gpt2-tiny": {"LeanDropout", "LeanLayerNorm", "RecomputedModule(GPT2MLP)"},
+}
+
+
+def loss_and_grads(model, batch):
+    model.zero_grad()
+    loss = model(**batch).loss
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_round_trip_keeps_parameters_outputs_and_gradients(name):
+    model = build_model(name)
+    batch = random_batch(model, 2, 16)
+    keys, params = list(model.state_dict()), list(model.parameters())
+    model.eval()  # dropout off, so the stock and lean steps are comparable exactly
+    stock_loss, stock_grads = loss_and_grads(model, batch)
+    model.train()
+    stock_saved = saved_tensor_bytes(model, batch).total
+
+    changed = apply_lean(model)
+    assert EXPECTED[name] <= set(changed.values())
+    assert changed["config._attn_implementation"] == "eager -> leantrain_recompute"
+    assert ("forward" in changed) == (name != "bert-tiny")  # the chunked loss is for causal LMs
+    assert list(model.state_dict()) == keys
+    assert all(a is b for a, b in zip(model.parameters(), params, strict=True))
+    assert saved_tensor_bytes(model, batch).total < 0.7 * stock_saved
+    model.eval()
+    lean_loss, lean_grads = loss_and_grads(model, batch)
+    torch.testing.assert_close(lean_loss, stock_loss, rtol=1e-6, atol=1e-6)
+    for key, grad in stock_grads.items():
+        torch.testing.assert_close(lean_grads[key], grad, rtol=1e-4, atol=1e-6)
+    assert apply_lean(model) == {}  # already lean
+
+    restored = remove_lean(model)
+    assert set(restored) == set(changed) and lean_modules(model) == []
+    assert model.config._attn_implementation == "eager" and "forward" not in model.__dict__
+    assert list(model.state_dict()) == keys
+    assert all(a is b for a, b in zip(model.parameters(), params, strict=True))
+    again_loss, again_grads = loss_and_grads(model, batch)
+    assert torch.equal(again_loss, stock_loss)
+    assert all(torch.equal(again_grads[key], grad) for key, grad in stock_grads.items())
+
+
+def test_config_and_filter_select_what_changes():
+    model = build_model("bert-tiny")
+    only_norms = LeanConfig(dropout=False, attention=False, recompute_mlp=False, lm_loss=False)
+    changed = apply_lean(model, only_norms, filter_fn=lambda module, name: "layer.0." in name)
+    assert set(changed) == {"bert.encoder.layer.0.attention.output.LayerNorm", "bert.encoder.layer.0.output.LayerNorm"}
+    with pytest.raises(ValueError, match="LeanConfig"):
+        apply_lean(model, {"dropout": True})
+
+
+def test_a_lean_model_pickles_and_stays_lean():
+    model = build_model("llama-tiny")
+    apply_lean(model)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    copy = torch.load(buffer, weights_only=False)
+    assert lean_modules(copy) == lean_modules(model)
+    batch = random_batch(model, 2, 8)
+    model.eval()
+    copy.eval()
+    assert torch.equal(model(**batch).loss, copy(**batch).loss)
+    assert copy.forward.args[0] is copy  # the chunked-loss forward is bound to the copy, not the original
+    assert remove_lean(copy)["forward"] == "LlamaForCausalLM.forward"
