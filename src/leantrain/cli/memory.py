@@ -1,0 +1,52 @@
+"""`leantrain memory`: what one training step of a model holds, by module, and its measured peak."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+NAME = "memory"
+HELP = "bytes one training step keeps (saved activations by module, parameters, gradients, optimizer) and its peak"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a preset (bert-base, bert-tiny, llama-small, llama-tiny, gpt2-tiny), "
+                        "minilm, or a HF model folder")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd", "none"])
+    parser.add_argument("--lean", action="store_true", help="swap in the memory-lean companions (lt.apply_lean)")
+    parser.add_argument("--peak", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the peak (CPU: a fresh subprocess runs the step; default on)")
+    parser.add_argument("--top", type=int, default=10, help="modules listed by name (default 10)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def conversions(args: argparse.Namespace) -> tuple:
+    """Model conversions in the order they are applied, as picklable callables: the subprocess
+    that measures the CPU peak rebuilds the model and applies the same ones.
+    Extension point: ``--sampling METHOD --budget R`` adds
+    ``functools.partial(apply_sampling, config=SamplingConfig(METHOD, R))`` before the lean one."""
+    import functools
+
+    from leantrain.lean import LeanConfig, apply_lean
+
+    return (functools.partial(apply_lean, config=LeanConfig()),) if args.lean else ()
+
+
+def run(args: argparse.Namespace) -> int:
+    from leantrain.memory import measure_memory
+    from leantrain.memory.spec import StepSpec
+
+    spec = StepSpec(args.model, args.batch_size, args.seq_len, args.optimizer, conversions(args), args.seed)
+    model, batch, optimizer = spec()
+    report = measure_memory(model, batch, optimizer, peak=args.peak, peak_builder=spec)
+    if args.json:
+        print(json.dumps({"model": args.model, "batch_size": args.batch_size, "seq_len": args.seq_len,
+                          "optimizer": args.optimizer, "lean": args.lean, **report.to_dict()}, indent=2))
+    else:
+        print(f"leantrain memory: {args.model}, batch {args.batch_size} x {args.seq_len} tokens, "
+              f"optimizer {args.optimizer}, lean {'on' if args.lean else 'off'}")
+        print(report.to_table(top=args.top))
+    return 0
