@@ -19,7 +19,7 @@ PROJ_TYPES = ("std", "reverse_std", "left", "right")
 
 
 def projected_side(shape: torch.Size | tuple[int, int], proj_type: str = "std") -> str:
-    """Side "left" or "right": "std" reduces the smaller side (GaLore §4.2; rows when m < n), "reverse_std" the larger."""
+    """Side "left" or "right": "std" reduces the smaller side (GaLore §4.2), "reverse_std" the larger."""
     rows, cols = shape
     if proj_type == "std":
         return "left" if rows < cols else "right"
