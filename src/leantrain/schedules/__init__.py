@@ -19,6 +19,19 @@ from leantrain.schedules.wsd import WSD
 
 SCHEDULES = ("constant", "cosine", "linear", "wsd", "power", "rex", "refined")
 DEFAULT_DECAY_FRACTION = 0.2  # of total_steps, for "wsd" and "power" (Hägele et al. 2024: ~20% with 1-sqrt)
+OPTIONS: dict[str, tuple[str, ...]] = {  # what each schedule takes besides total/warmup steps and min_lr_ratio
+    "constant": (), "cosine": (), "linear": (), "rex": (),
+    "wsd": ("decay_steps", "decay", "half_life"),
+    "power": ("batch_size", "tokens_per_step", "a", "b", "decay_steps", "decay", "max_lr"),
+    "refined": ("grad_norms", "smoothing"),
+}
+
+
+def options_for(name: str, **available) -> dict:
+    """The subset of ``available`` (non-None values) that schedule ``name`` takes, for callers such
+    as the CLI and recipes that hold one flat set of settings for every schedule."""
+    require(name in OPTIONS, "schedule", name, f"one of {', '.join(SCHEDULES)}")
+    return {key: value for key, value in available.items() if key in OPTIONS[name] and value is not None}
 
 
 def build(name: str, optimizer: Optimizer, *, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0,
@@ -76,5 +89,5 @@ def lr_curve(name: str, total_steps: int, lr: float = 1.0, **kwargs) -> list[flo
     return lrs
 
 
-__all__ = ["DECAY_SHAPES", "REX", "SCHEDULES", "WSD", "LinearDecay", "MultiplierSchedule", "Power", "Refined",
-           "build", "lr_curve"]
+__all__ = ["DECAY_SHAPES", "OPTIONS", "REX", "SCHEDULES", "WSD", "LinearDecay", "MultiplierSchedule", "Power",
+           "Refined", "build", "lr_curve", "options_for"]

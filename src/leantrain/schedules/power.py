@@ -48,7 +48,8 @@ class Power(MultiplierSchedule):
         return self.last_epoch * self.tokens_per_step
 
     def start_decay(self, decay_steps: int, decay: str | None = None) -> None:
-        """Begin the decay phase now (at the current step), lasting ``decay_steps`` updates."""
+        """Begin the decay phase now (or at the end of warmup if called earlier), lasting ``decay_steps``
+        updates; works after ``load_state_dict`` too."""
         require(decay_steps >= 0, "decay_steps", decay_steps, ">= 0")
         require(decay is None or decay in formulas.DECAY_SHAPES, "decay", decay, f"one of {formulas.DECAY_SHAPES}")
         self.decay_start, self.decay_steps = max(self.last_epoch, self.warmup_steps), decay_steps
