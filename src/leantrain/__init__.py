@@ -13,3 +13,4 @@ from leantrain.sampling import (
     sampled_layers,
     sampling_state_dict,
 )
+from leantrain import optim
