@@ -1,0 +1,62 @@
+"""`leantrain pretrain`: a small Llama-style LM from scratch on the offline KJV (or your text)."""
+
+from __future__ import annotations
+
+import argparse
+
+from leantrain.cli.schedule import SCHEDULES, _steps_or_fraction
+
+NAME = "pretrain"
+HELP = "pretrain a small Llama-style LM from scratch (default: 5M params on the King James Bible)"
+SIZES = ("1m", "5m", "15m", "30m", "60m")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", default="runs/pretrain")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.safetensors")
+    parser.add_argument("--corpus", nargs="+", default=["kjv"], help='"kjv", "bbc" or text files (default kjv)')
+    parser.add_argument("--max-chars", type=int, default=None, help="use only the first N characters")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer.json or model folder (default: train BPE)")
+    parser.add_argument("--vocab-size", type=int, default=4096)
+    parser.add_argument("--size", default="5m", choices=SIZES)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per micro-batch")
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--tokens", type=float, default=2e6, help="training token budget (default 2e6)")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--schedule", default="wsd", choices=[s for s in SCHEDULES if s != "refined"])
+    parser.add_argument("--warmup-steps", type=_steps_or_fraction, default=0.05, help="steps or fraction")
+    parser.add_argument("--decay-steps", type=_steps_or_fraction, default=0.2, help="wsd/power: steps or fraction")
+    parser.add_argument("--decay", default=None, help="wsd/power decay shape (default 1-sqrt / exp)")
+    parser.add_argument("--min-lr-ratio", type=float, default=0.0)
+    parser.add_argument("--power-a", type=float, default=4.0)
+    parser.add_argument("--power-b", type=float, default=-0.51)
+    parser.add_argument("--hard-fraction", type=float, default=1.0,
+                        help="delta: train on the highest-loss grad_accum of grad_accum/delta candidates")
+    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--save-every", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from leantrain.recipes.pretrain import PretrainConfig, pretrain
+
+    corpus = args.corpus[0] if len(args.corpus) == 1 else tuple(args.corpus)
+    config = PretrainConfig(
+        output_dir=args.output_dir, corpus=corpus, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+        size=args.size, seq_len=args.seq_len, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        tokens=int(args.tokens), lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
+        warmup_steps=args.warmup_steps, decay_steps=args.decay_steps, decay=args.decay,
+        min_lr_ratio=args.min_lr_ratio, power_a=args.power_a, power_b=args.power_b,
+        hard_fraction=args.hard_fraction, eval_every=args.eval_every, save_every=args.save_every, seed=args.seed,
+        max_chars=args.max_chars)
+    print(f"leantrain pretrain: Llama {config.size} on {corpus}, {config.total_steps} updates of "
+          f"{config.tokens_per_step:,} tokens, schedule {config.schedule}, peak lr {config.lr:g}")
+    result = pretrain(config, resume=args.resume,
+                      on_log=lambda r: print(f"step {r['step']:>6}  val_loss {r['val_loss']:.4f}", flush=True)
+                      if "val_loss" in r else None)
+    print(f"{result.parameters:,} parameters, {result.train_tokens:,} tokens in {result.train_seconds:.0f}s; "
+          f"final validation loss {result.val_loss:.4f}")
+    print(f"run folder: {result.output_dir} (metrics.jsonl, checkpoint.safetensors, model/, summary.json)")
+    return 0

@@ -1,0 +1,80 @@
+"""The pretraining recipe on a tiny Llama and a slice of the KJV: resume, hard samples, bad configs."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from leantrain.io import read_metrics
+from leantrain.models.llama_sizes import build_llama
+from leantrain.recipes.pretrain import PretrainConfig, causal_lm_loss, hardest, pretrain
+
+
+def tiny(tmp_path, name, **changes):
+    config = PretrainConfig(output_dir=str(tmp_path / name), size="1m", max_chars=60_000, vocab_size=320,
+                            seq_len=32, batch_size=4, tokens=32 * 4 * 10, warmup_steps=2, eval_every=3,
+                            eval_batches=2, save_every=4, schedule="wsd", decay_steps=0.4)
+    return replace(config, **changes)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_reproduces_the_uninterrupted_curve(tmp_path):
+    pretrain(tiny(tmp_path, "straight"), show_bar=False)
+    config = tiny(tmp_path, "resumed")
+
+    def crash_after_step_6(record):
+        if record["step"] == 6 and "loss" in record:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        pretrain(config, show_bar=False, on_log=crash_after_step_6)  # last checkpoint: step 4
+    assert read_metrics(tmp_path / "resumed" / "metrics.jsonl")[-1]["step"] == 6
+    result = pretrain(config, resume=True, show_bar=False)
+
+    straight = read_metrics(tmp_path / "straight" / "metrics.jsonl")
+    resumed = read_metrics(tmp_path / "resumed" / "metrics.jsonl")
+    assert resumed == straight  # every loss, lr, grad norm and validation loss, bit for bit
+    assert [r["step"] for r in straight if "val_loss" in r] == [3, 6, 9, 10]
+    assert result.val_loss == straight[-1]["val_loss"] and result.train_tokens == 10 * 4 * 32
+    assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["steps"] == 10
+    assert (tmp_path / "resumed" / "model" / "model.safetensors").is_file()
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    pretrain(tiny(tmp_path, "run", tokens=32 * 4 * 4), show_bar=False)
+    with pytest.raises(ValueError, match="same config"):
+        pretrain(tiny(tmp_path, "run", tokens=32 * 4 * 4, lr=1e-2), resume=True, show_bar=False)
+
+
+def test_hard_samples_train_on_the_highest_loss_batches(tmp_path):
+    torch.manual_seed(0)
+    model = build_llama("1m", vocab_size=300, max_seq_len=16)
+    candidates = [torch.randint(300, (2, 16), generator=torch.Generator().manual_seed(i)) for i in range(6)]
+    with torch.no_grad():
+        losses = [causal_lm_loss(model, ids).item() for ids in candidates]
+    kept = hardest(model, candidates, keep=2)
+    top_two = sorted(range(6), key=lambda i: -losses[i])[:2]
+    assert [id(k) for k in kept] == [id(candidates[i]) for i in sorted(top_two)]
+
+    plain = pretrain(tiny(tmp_path, "plain", tokens=32 * 4 * 3), show_bar=False)
+    hard = pretrain(tiny(tmp_path, "hard", tokens=32 * 4 * 3, hard_fraction=0.5), show_bar=False)
+    first = [read_metrics(tmp_path / name / "metrics.jsonl")[0]["loss"] for name in ("plain", "hard")]
+    assert hard.train_tokens == plain.train_tokens and first[1] > first[0]  # same start, harder batch kept
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"size": "7b"}, "size"), ({"schedule": "step"}, "schedule"), ({"batch_size": 0}, "batch_size"),
+    ({"tokens": 10}, "tokens"), ({"lr": -1.0}, "lr"), ({"hard_fraction": 0.0}, "hard_fraction"),
+])
+def test_bad_config_names_the_field(changes, field):
+    with pytest.raises(ValueError, match=f"PretrainConfig.{field} must be"):
+        PretrainConfig(**changes)
+
+
+def test_bad_schedule_settings_fail_before_training(tmp_path):
+    with pytest.raises(ValueError, match="decay_steps must be"):
+        pretrain(tiny(tmp_path, "bad", decay_steps=50), show_bar=False)
