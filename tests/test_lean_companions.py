@@ -199,5 +199,27 @@ def test_chunked_lm_loss_matches_hf_loss():
 def test_lean_config_validates():
     with pytest.raises(ValueError, match="dropout"):
         LeanConfig(dropout="yes")
-    with pytest.raises(ValueError, match="lm_loss_chunk_rows"):
-        LeanConfig(lm_loss_chunk_rows=0)
+    with pytest.raises(ValueError, match="lm_loss_chunk_logits"):
+        LeanConfig(lm_loss_chunk_logits=0)
+
+
+def test_activation_recomputed_from_the_linear_input_is_bit_identical_and_keeps_nothing():
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertIntermediate
+
+    from leantrain.lean import apply_lean
+
+    torch.manual_seed(0)
+    block = BertIntermediate(BertConfig(hidden_size=32, intermediate_size=64))
+    x = torch.randn(2, 8, 32, requires_grad=True)
+    g = torch.randn(2, 8, 64)
+    params = [x, *block.parameters()]
+    out, expected = grads(lambda: block(x), params, g)
+    stock_saved = saved_tensor_bytes(block, x).by_name
+    changed = apply_lean(block, LeanConfig(recompute_mlp=False))
+    assert changed == {"intermediate_act_fn": "ActivationFromLinearInput(GELUActivation)"}
+    lean_out, got = grads(lambda: block(x), params, g)
+    assert torch.equal(out, lean_out)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert stock_saved["intermediate_act_fn"] == 2 * 8 * 64 * 4
+    assert "intermediate_act_fn" not in saved_tensor_bytes(block, x).by_name  # x is kept by the Linear already

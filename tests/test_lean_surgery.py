@@ -60,7 +60,7 @@ def test_round_trip_keeps_parameters_outputs_and_gradients(name):
 
 def test_config_and_filter_select_what_changes():
     model = build_model("bert-tiny")
-    only_norms = LeanConfig(dropout=False, attention=False, recompute_mlp=False, lm_loss=False)
+    only_norms = LeanConfig(dropout=False, attention=False, recompute_mlp=False, activations=False, lm_loss=False)
     changed = apply_lean(model, only_norms, filter_fn=lambda module, name: "layer.0." in name)
     assert set(changed) == {"bert.encoder.layer.0.attention.output.LayerNorm", "bert.encoder.layer.0.output.LayerNorm"}
     with pytest.raises(ValueError, match="LeanConfig"):
@@ -81,3 +81,23 @@ def test_a_lean_model_pickles_and_stays_lean():
     assert torch.equal(model(**batch).loss, copy(**batch).loss)
     assert copy.forward.args[0] is copy  # the chunked-loss forward is bound to the copy, not the original
     assert remove_lean(copy)["forward"] == "LlamaForCausalLM.forward"
+
+
+def test_lean_after_sampling_keeps_sampled_blocks_unrecomputed_and_gradients_exact():
+    import leantrain as lt
+
+    model = build_model("bert-tiny").eval()
+    batch = random_batch(model, 2, 16)
+    lt.apply_sampling(model, lt.SamplingConfig("wtacrs", 0.3, seed=0), targets="paper")
+    with lt.exact_gradients(model):
+        stock_loss, stock_grads = loss_and_grads(model, batch)
+    changed = apply_lean(model)
+    assert not any(kind.startswith("RecomputedModule") for kind in changed.values())  # a rerun would resample
+    assert "bert.encoder.layer.0.intermediate.intermediate_act_fn" in changed
+    with lt.exact_gradients(model):
+        lean_loss, lean_grads = loss_and_grads(model, batch)
+    torch.testing.assert_close(lean_loss, stock_loss)
+    for key, grad in stock_grads.items():
+        torch.testing.assert_close(lean_grads[key], grad, rtol=1e-4, atol=1e-6)
+    remove_lean(model)
+    lt.remove_sampling(model)

@@ -15,7 +15,10 @@ class LeanConfig:
     norms: LayerNorm / RMSNorm keep their output instead of their input (norms.py).
     attention: HF attention keeps Q, K, V instead of the L×L probabilities (attention.py).
     recompute_mlp: MLP blocks keep only their input and recompute in backward (recompute.py).
-    lm_loss: causal LMs compute LM head + loss in chunks of ``lm_loss_chunk_rows`` rows (lm_loss.py).
+    activations: GELU/SiLU in blocks not recomputed keep nothing; their input is recomputed from
+        the input of the Linear before them (activation.py).
+    lm_loss: causal LMs compute LM head + loss in chunks of about ``lm_loss_chunk_logits`` logits
+        (rows × vocabulary; the default is 16 MiB of fp32 logits at a time) (lm_loss.py).
     """
 
     dropout: bool = True
@@ -23,13 +26,14 @@ class LeanConfig:
     norms: bool = True
     attention: bool = True
     recompute_mlp: bool = True
+    activations: bool = True
     lm_loss: bool = True
-    lm_loss_chunk_rows: int = 1024
+    lm_loss_chunk_logits: int = 2**22
 
     def __post_init__(self) -> None:
         for item in fields(self):
             value = getattr(self, item.name)
             if item.type == "bool" and not isinstance(value, bool):
                 raise ValueError(f"LeanConfig.{item.name} must be True or False, got {value!r}")
-        if not isinstance(self.lm_loss_chunk_rows, int) or self.lm_loss_chunk_rows < 1:
-            raise ValueError(f"LeanConfig.lm_loss_chunk_rows must be an int >= 1, got {self.lm_loss_chunk_rows!r}")
+        if not isinstance(self.lm_loss_chunk_logits, int) or self.lm_loss_chunk_logits < 1:
+            raise ValueError(f"LeanConfig.lm_loss_chunk_logits must be an int >= 1, got {self.lm_loss_chunk_logits!r}")

@@ -65,5 +65,12 @@ class RecomputedModule(LeanReplacement):
         return f"recomputes {type(self.original).__name__} in backward"
 
 
-def is_mlp_block(module: nn.Module) -> bool:
-    return type(module).__name__.endswith(MLP_CLASS_SUFFIXES)
+# packages whose modules replay identically when rerun with the same RNG state; a module from
+# elsewhere (e.g. a sampled linear layer drawing rows from its own generator) would not
+_REPLAYABLE_PACKAGES = ("torch.", "transformers.", "peft.", "leantrain.lean.")
+
+
+def is_recomputable_mlp(module: nn.Module) -> bool:
+    """An MLP block by class name, made only of modules that replay exactly."""
+    return type(module).__name__.endswith(MLP_CLASS_SUFFIXES) and all(
+        type(m).__module__.startswith(_REPLAYABLE_PACKAGES) for m in module.modules())

@@ -1,9 +1,12 @@
 """``apply_lean`` / ``remove_lean``: swap the memory-lean companions into a model in place, and back.
 
 Module-level companions replace stock modules (``nn.Dropout``, ``nn.ReLU``, ``nn.LayerNorm``,
-RMSNorms, MLP blocks) and share their parameter objects; attention is switched through HF's
+RMSNorms, MLP blocks, activations after a Linear) and share their parameter objects; attention is switched through HF's
 ``attn_implementation``; the chunked LM loss is an instance-level ``forward``. Like PEFT's
 inject/unload and torchao's ``quantize_(model, config, filter_fn)``.
+
+With sampled layers (``lt.apply_sampling``), apply those first: MLP blocks holding them are then
+not recomputed (a rerun would draw other rows), and the other companions compose as usual.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from collections.abc import Callable
 
 from torch import nn
 
+from leantrain.lean.activation import ActivationFromLinearInput, activation_pairs
 from leantrain.lean.attention import LEAN_ATTENTION, register_lean_attention
 from leantrain.lean.config import LeanConfig
 from leantrain.lean.dropout import LeanDropout
 from leantrain.lean.lm_loss import has_plain_lm_head, lean_causal_lm_forward
 from leantrain.lean.norms import LeanLayerNorm, LeanRMSNorm, looks_like_rms_norm
-from leantrain.lean.recompute import RecomputedModule, is_mlp_block
+from leantrain.lean.recompute import RecomputedModule, is_recomputable_mlp
 from leantrain.lean.relu import LeanReLU
 from leantrain.lean.replacement import LeanReplacement
 
@@ -65,10 +69,20 @@ def apply_lean(
             changed[name] = replacement.__name__
     if config.recompute_mlp:
         for name, module in list(model.named_modules()):
-            if is_mlp_block(module) and not isinstance(module, LeanReplacement) and (
+            if is_recomputable_mlp(module) and not isinstance(module, LeanReplacement) and (
                     filter_fn is None or filter_fn(module, name)):
                 _swap(model, name, RecomputedModule(module))
                 changed[name] = f"RecomputedModule({type(module).__name__})"
+    if config.activations:
+        for block_name, block in list(model.named_modules()):
+            if isinstance(block, LeanReplacement):
+                continue
+            for activation_name, linear in activation_pairs(block):
+                name = f"{block_name}.{activation_name}" if block_name else activation_name
+                activation = block._modules[activation_name]
+                if filter_fn is None or filter_fn(activation, name):
+                    setattr(block, activation_name, ActivationFromLinearInput(activation, linear))
+                    changed[name] = f"ActivationFromLinearInput({type(activation).__name__})"
     hf_config = getattr(model, "config", None)
     if config.attention and getattr(hf_config, "_attn_implementation", None) in _SWAPPABLE_ATTENTION:
         register_lean_attention()
@@ -76,8 +90,9 @@ def apply_lean(
         changed["config._attn_implementation"] = f"{hf_config._attn_implementation} -> {LEAN_ATTENTION}"
         hf_config._attn_implementation = LEAN_ATTENTION
     if config.lm_loss and "forward" not in model.__dict__ and has_plain_lm_head(model):
-        model.forward = functools.partial(lean_causal_lm_forward, model, chunk_rows=config.lm_loss_chunk_rows)
-        changed["forward"] = f"chunked LM-head loss ({config.lm_loss_chunk_rows} rows per chunk)"
+        rows = max(1, config.lm_loss_chunk_logits // model.get_output_embeddings().out_features)
+        model.forward = functools.partial(lean_causal_lm_forward, model, chunk_rows=rows)
+        changed["forward"] = f"chunked LM-head loss ({rows} rows per chunk)"
     return changed
 
 
