@@ -84,9 +84,52 @@ def test_bad_input_gets_a_clear_error(tiny_model, csv_data, tmp_path):
         parse_run("lora+wtacrs@2", FinetuneConfig())
 
 
-def test_cli_compares_runs_side_by_side(tiny_model, csv_data, capsys):
+def test_cli_compares_runs_side_by_side(tiny_model, csv_data, capsys, tmp_path):
     assert main(["finetune", "--model", tiny_model, "--data", csv_data, "--runs", "full,lora+wtacrs@0.3",
-                 "--seq-len", "16", "--batch-size", "8"]) == 0
+                 "--seq-len", "16", "--batch-size", "8", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "LoRA + WTA-CRS@0.3" in out and "test accuracy" in out
+    assert (tmp_path / "lora+wtacrs@0.3" / "checkpoint.safetensors").is_file()
     assert main(["finetune", "--model", tiny_model, "--data", csv_data, "--batch-size", "0"]) == 2
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues_bit_identically(tiny_model, csv_data, tmp_path):
+    import os
+    import signal
+
+    import torch
+
+    from leantrain.io import load_checkpoint, read_metrics
+
+    config = FinetuneConfig(model=tiny_model, data=csv_data, epochs=2, batch_size=8, seq_len=16, lr=1e-2,
+                            sampling=parse_run("full+wtacrs@0.3", FinetuneConfig()).sampling)
+    whole = run_finetune(config, run_dir=tmp_path / "whole", show_bar=False)
+
+    def interrupt_at_step_6(step, loss):
+        if step == 6:
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(config, run_dir=tmp_path / "split", on_step=interrupt_at_step_6, show_bar=False)
+    assert (tmp_path / "split" / "checkpoint.safetensors").is_file()
+    resumed = run_finetune(config, run_dir=tmp_path / "split", resume=True, show_bar=False)
+    assert resumed.accuracy_by_epoch == whole.accuracy_by_epoch
+    assert resumed.train_loss_by_epoch == whole.train_loss_by_epoch
+    assert read_metrics(tmp_path / "split" / "metrics.jsonl") == read_metrics(tmp_path / "whole" / "metrics.jsonl")
+    final = load_checkpoint(tmp_path / "whole" / "checkpoint.safetensors")["model"]
+    for name, value in load_checkpoint(tmp_path / "split" / "checkpoint.safetensors")["model"].items():
+        assert torch.equal(value, final[name]), name
+
+
+def test_resume_refuses_a_changed_config_and_bad_input_leaves_no_checkpoint(tiny_model, csv_data, tmp_path):
+    config = FinetuneConfig(model=tiny_model, data=csv_data, epochs=1, batch_size=8, seq_len=16)
+    run_finetune(config, run_dir=tmp_path / "run", show_bar=False)
+    with pytest.raises(ValueError, match=r"config differs in \['lr'\]"):
+        run_finetune(FinetuneConfig(model=tiny_model, data=csv_data, epochs=1, batch_size=8, seq_len=16, lr=1.0),
+                     run_dir=tmp_path / "run", resume=True, show_bar=False)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        run_finetune(config, run_dir=tmp_path / "fresh", resume=True, show_bar=False)
+    with pytest.raises(ValueError, match="has no column"):
+        run_finetune(FinetuneConfig(model=tiny_model, data=csv_data, label_column="nope"),
+                     run_dir=tmp_path / "bad", show_bar=False)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "fresh").exists()

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-train", type=int, default=None, help="use only the first N training examples")
     parser.add_argument("--max-test", type=int, default=None, help="use only the first N test examples")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/finetune",
+                        help="run folder; each run writes OUT/SPEC/metrics.jsonl and checkpoint.safetensors")
+    parser.add_argument("--resume", action="store_true", help="continue each run from its checkpoint in --out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +49,15 @@ def run(args: argparse.Namespace) -> int:
     n_test = len(data.test[:args.max_test])
     print(f"leantrain finetune: {args.model} on {args.data} ({n_train} train / {n_test} test examples, "
           f"{len(data.label_names)} classes), {args.epochs} epoch(s), batch {args.batch_size} x {args.seq_len}")
-    results = [run_finetune(config, data=data, on_progress=print) for config in configs]
+    from pathlib import Path
+
+    specs = [spec.strip() for spec in args.runs.split(",")]
+    results = [
+        run_finetune(config, data=data, run_dir=Path(args.out) / spec, resume=args.resume, on_progress=print)
+        for spec, config in zip(specs, configs, strict=True)
+    ]
     width = max(len(r.config.label) for r in results)
+    print(f"\nrun folders: {args.out}/<run>/ (metrics.jsonl, checkpoint.safetensors; --resume continues them)")
     print(f"\n{'run':<{width}}  {'test accuracy':>13}  {'train time':>10}  {'trainable params':>16}")
     for r in results:
         print(f"{r.config.label:<{width}}  {r.accuracy:>13.4f}  {r.train_seconds:>9.0f}s  "

@@ -2,7 +2,9 @@
 
 The default is fully offline: MiniLM-L6 on BBC News (deduplicated, seeded 80/20 split), inputs
 padded to a fixed length as in the WTA-CRS paper's runs. Every epoch ends with an evaluation on
-the test split; metrics go to ``metrics.jsonl`` in the run folder.
+the test split. With a run folder, metrics go to ``metrics.jsonl`` and the whole training state
+to ``checkpoint.safetensors`` (written atomically) at the end of every epoch and on Ctrl-C; a
+resumed run continues exactly where the checkpoint left off.
 """
 
 from __future__ import annotations
@@ -10,15 +12,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from leantrain.data.classification import ClassificationData, load_classification_data
+from leantrain.io import MetricsWriter, load_checkpoint, save_checkpoint
+from leantrain.io.interrupt import StopRequest
 from leantrain.models.pretrained import minilm_path
-from leantrain.sampling import SamplingConfig, apply_sampling, sample_ids
+from leantrain.sampling import (
+    SamplingConfig,
+    apply_sampling,
+    load_sampling_state_dict,
+    sample_ids,
+    sampling_state_dict,
+)
 
 MODES = ("full", "lora")
 METHOD_NAMES = {"exact": "exact", "crs": "CRS", "topk": "top-k", "wtacrs": "WTA-CRS"}
@@ -159,15 +169,61 @@ def accuracy(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Te
     return correct / len(labels)
 
 
+def _checkpoint_state(config, model, optimizer, schedule, epoch, step, loss_sum, result) -> dict:
+    return {
+        "config": asdict(config),
+        "model": {n: p for n, p in model.named_parameters() if p.requires_grad},
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "sampling": sampling_state_dict(model),
+        "rng": torch.get_rng_state(),
+        "position": {"epoch": epoch, "step": step, "loss_sum": loss_sum},
+        "accuracy_by_epoch": result.accuracy_by_epoch,
+        "train_loss_by_epoch": result.train_loss_by_epoch,
+    }
+
+
+def _restore(path: Path, config, model, optimizer, schedule, result) -> tuple[int, int, float]:
+    """Load a checkpoint into the run's objects; returns (epoch, step within it, loss sum so far)."""
+    state = load_checkpoint(path)
+    saved = state["config"]
+    changed = sorted(k for k, v in asdict(config).items() if saved.get(k) != v)
+    if changed:
+        raise ValueError(f"cannot resume {str(path)!r}: the config differs in {changed}")
+    unexpected = model.load_state_dict(state["model"], strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"cannot resume {str(path)!r}: unknown parameters {unexpected[:3]}")
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    load_sampling_state_dict(model, state["sampling"])
+    torch.set_rng_state(state["rng"])
+    result.accuracy_by_epoch[:] = state["accuracy_by_epoch"]
+    result.train_loss_by_epoch[:] = state["train_loss_by_epoch"]
+    position = state["position"]
+    return position["epoch"], position["step"], position["loss_sum"]
+
+
 def run_finetune(
     config: FinetuneConfig,
     data: ClassificationData | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
     on_progress: Callable[[str], None] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
     show_bar: bool = True,
 ) -> FinetuneResult:
-    """Train ``config.epochs`` epochs; returns the test accuracy after each epoch."""
+    """Train ``config.epochs`` epochs; returns the test accuracy after each epoch.
+
+    ``run_dir`` receives ``metrics.jsonl`` and ``checkpoint.safetensors``; ``resume`` continues
+    from that checkpoint. ``on_step(global_step, loss)`` is called after every optimizer step.
+    """
     from tqdm.auto import tqdm
 
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs the run_dir of the run to continue")
+    checkpoint = None if run_dir is None else Path(run_dir) / "checkpoint.safetensors"
+    if resume and not checkpoint.is_file():
+        raise FileNotFoundError(f"nothing to resume: {str(checkpoint)!r} does not exist")
     data = data or load_classification_data(config.data, config.test_data, config.text_column,
                                              config.label_column, seed=config.seed)
     train, test = data.train[:config.max_train_examples], data.test[:config.max_test_examples]
@@ -183,28 +239,59 @@ def run_finetune(
     total_steps = steps_per_epoch * config.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / total_steps)
     result = FinetuneResult(config, trainable_parameters=sum(p.numel() for p in trainable))
+    first_epoch, first_step, loss_sum = 0, 0, 0.0
+    if resume:
+        first_epoch, first_step, loss_sum = _restore(checkpoint, config, model, optimizer, schedule, result)
+    metrics = None if run_dir is None else MetricsWriter(
+        Path(run_dir) / "metrics.jsonl", resume_step=first_epoch * steps_per_epoch + first_step if resume else None)
+
+    def save(epoch: int, step: int) -> None:
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, _checkpoint_state(config, model, optimizer, schedule, epoch, step,
+                                                          loss_sum, result))
 
     model.train()
     start = time.perf_counter()
-    for epoch in range(config.epochs):
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-        bar = tqdm(range(steps_per_epoch), desc=f"{config.label} epoch {epoch + 1}/{config.epochs}",
-                   disable=not show_bar, leave=False)
-        loss_sum = 0.0
-        for step in bar:
-            ids = order[step * config.batch_size:(step + 1) * config.batch_size]
-            batch = {k: v[ids] for k, v in train_inputs.items()}
-            optimizer.zero_grad(set_to_none=True)
-            with sample_ids(model, ids):
-                loss = model(**batch, labels=train_labels[ids]).loss
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        result.train_loss_by_epoch.append(loss_sum / steps_per_epoch)
-        result.accuracy_by_epoch.append(accuracy(model, test_inputs, test_labels, config.batch_size))
-        if on_progress is not None:
-            on_progress(f"{config.label}: epoch {epoch + 1} test accuracy {result.accuracy_by_epoch[-1]:.4f}")
+    with StopRequest() as stop:
+        try:
+            for epoch in range(first_epoch, config.epochs):
+                order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+                bar = tqdm(range(steps_per_epoch), desc=f"{config.label} epoch {epoch + 1}/{config.epochs}",
+                           disable=not show_bar, leave=False, initial=first_step)
+                for step in range(first_step, steps_per_epoch):
+                    ids = order[step * config.batch_size:(step + 1) * config.batch_size]
+                    optimizer.zero_grad(set_to_none=True)
+                    with sample_ids(model, ids):
+                        loss = model(**{k: v[ids] for k, v in train_inputs.items()}, labels=train_labels[ids]).loss
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+                    loss_sum += loss.item()
+                    global_step = epoch * steps_per_epoch + step + 1
+                    if metrics is not None:
+                        metrics.write({"step": global_step, "epoch": epoch + 1, "loss": loss.item(),
+                                       "lr": schedule.get_last_lr()[0]})
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+                    if on_step is not None:
+                        on_step(global_step, loss.item())
+                    if stop.requested:
+                        save(epoch, step + 1)
+                        raise KeyboardInterrupt
+                bar.close()
+                result.train_loss_by_epoch.append(loss_sum / steps_per_epoch)
+                result.accuracy_by_epoch.append(accuracy(model, test_inputs, test_labels, config.batch_size))
+                if metrics is not None:
+                    metrics.write({"step": (epoch + 1) * steps_per_epoch, "epoch": epoch + 1,
+                                   "train_loss": result.train_loss_by_epoch[-1],
+                                   "test_accuracy": result.accuracy_by_epoch[-1]})
+                first_step, loss_sum = 0, 0.0
+                save(epoch + 1, 0)
+                if on_progress is not None:
+                    on_progress(f"{config.label}: epoch {epoch + 1} test accuracy "
+                                f"{result.accuracy_by_epoch[-1]:.4f}")
+        finally:
+            if metrics is not None:
+                metrics.close()
     result.train_seconds = time.perf_counter() - start
     return result
