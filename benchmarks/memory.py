@@ -1,0 +1,98 @@
+"""Bytes saved for backward, stock vs lean (``lt.apply_lean``), by what holds them; and the
+measured peak of one full training step (forward, backward, AdamW) for each.
+
+Models are random-weight models built from configs (``leantrain.models.presets``): BERT-base
+(fp32, eager attention, dropout 0.1, sequence classification) and a small Llama (4 layers,
+hidden 512, GQA 8/4 heads, SwiGLU 1376, vocabulary 32k, causal LM). The CPU peak is the peak RSS
+of a fresh subprocess during the step minus its RSS before it (DESIGN.md).
+
+Run:  .venv/bin/python benchmarks/memory.py [--models bert-base llama-small] [--bert-batch 32]
+          [--llama-batch 32] [--seq-len 128] [--no-peak]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from collections import defaultdict
+
+from transformers.utils import logging
+
+from leantrain.lean import LeanConfig, apply_lean
+from leantrain.memory import saved_tensor_bytes
+from leantrain.memory.peak import cpu_peak_in_subprocess
+from leantrain.memory.spec import StepSpec
+from leantrain.models.presets import build_model, random_batch
+
+MIB = 2**20
+
+# what holds the bytes: module type (stock or lean) -> the row it is reported in
+HOLDERS = (
+    ("attention", ("SelfAttention", "Attention")),
+    ("MLP activation (GELU/SiLU, gated product)", ("Activation", "MLP", "Intermediate", "RecomputedModule")),
+    ("norms (LayerNorm/RMSNorm)", ("LayerNorm", "RMSNorm")),
+    ("dropout masks", ("Dropout",)),
+    ("linear inputs", ("Linear", "Conv1D")),
+    ("LM head logits + loss", ("ForCausalLM", "LMHeadModel")),
+)
+
+
+def holder(module_type: str) -> str:
+    for row, suffixes in HOLDERS:
+        if module_type.endswith(suffixes):
+            return row
+    return "other (embeddings, pooler, classifier)"
+
+
+def by_holder(by_type: dict[str, int]) -> dict[str, int]:
+    rows: dict[str, int] = defaultdict(int)
+    for module_type, size in by_type.items():
+        rows[holder(module_type)] += size
+    return rows
+
+
+def compare(name: str, batch_size: int, seq_len: int, peak: bool) -> None:
+    model = build_model(name)
+    batch = random_batch(model, batch_size, seq_len)
+    stock = saved_tensor_bytes(model, batch)
+    changed = apply_lean(model)
+    lean = saved_tensor_bytes(model, batch)
+    print(f"\n## {name}: {type(model).__name__}, batch {batch_size} x {seq_len} tokens, fp32, training mode")
+    print(f"lean companions swapped in: {len(changed)} ({', '.join(sorted(set(changed.values())))})\n")
+    stock_rows, lean_rows = by_holder(stock.by_type), by_holder(lean.by_type)
+    print(f"{'saved for backward, held by':<44}{'stock MiB':>10}{'share':>7}{'lean MiB':>10}{'lean/stock':>11}")
+    for row in sorted(set(stock_rows) | set(lean_rows), key=lambda r: -stock_rows.get(r, 0)):
+        s, le = stock_rows.get(row, 0), lean_rows.get(row, 0)
+        ratio = f"{le / s:.3f}" if s else "-"
+        print(f"{row:<44}{s / MIB:>10.1f}{100 * s / stock.total:>6.1f}%{le / MIB:>10.1f}{ratio:>11}")
+    print(f"{'total':<44}{stock.total / MIB:>10.1f}{100.0:>6.1f}%{lean.total / MIB:>10.1f}"
+          f"{lean.total / stock.total:>11.3f}")
+    print("(a lean norm keeps its output, which the next Linear keeps too: those shared bytes move from "
+          "'linear inputs' to 'norms')")
+    if peak:
+        del model, batch
+        lean_step = (functools.partial(apply_lean, config=LeanConfig()),)
+        stock_peak = cpu_peak_in_subprocess(StepSpec(name, batch_size, seq_len, "adamw"))
+        lean_peak = cpu_peak_in_subprocess(StepSpec(name, batch_size, seq_len, "adamw", lean_step))
+        print(f"\npeak of one AdamW step above resident ({stock_peak.method}): stock "
+              f"{stock_peak.step_bytes / MIB:.0f} MiB, lean {lean_peak.step_bytes / MIB:.0f} MiB "
+              f"({lean_peak.step_bytes / stock_peak.step_bytes:.3f}x); resident before the step: stock "
+              f"{stock_peak.resident_bytes / MIB:.0f} MiB, lean {lean_peak.resident_bytes / MIB:.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bert-batch", type=int, default=32)
+    parser.add_argument("--llama-batch", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--peak", action=argparse.BooleanOptionalAction, default=True)
+    models = ["bert-base", "llama-small"]
+    parser.add_argument("--models", nargs="+", choices=models, default=models)
+    args = parser.parse_args()
+    logging.set_verbosity_error()
+    for name in args.models:
+        compare(name, args.bert_batch if name == "bert-base" else args.llama_batch, args.seq_len, args.peak)
+
+
+if __name__ == "__main__":
+    main()
