@@ -1,20 +1,34 @@
-"""apply_lean / remove_lean on tiny random BERT, Llama and GPT-2: in place, same parameters,
+"""apply_lean / remove_lean on tiny random BERT, Llama, GPT-2 and T5: in place, same parameters,
 same losses and gradients, fewer saved bytes, and a clean round trip."""
 
 import io
 
 import pytest
 import torch
+from transformers import T5Config, T5ForConditionalGeneration
 
 from leantrain.lean import LeanConfig, apply_lean, lean_modules, remove_lean
 from leantrain.memory import saved_tensor_bytes
 from leantrain.models.presets import build_model, random_batch
 
-EXPECTED = {
+EXPECTED = {  # companions each model must get; the chunked LM loss only for causal LMs
     "bert-tiny": {"LeanDropout", "LeanLayerNorm", "RecomputedModule(BertIntermediate)"},
     "llama-tiny": {"LeanRMSNorm", "RecomputedModule(LlamaMLP)"},
     "gpt2-tiny": {"LeanDropout", "LeanLayerNorm", "RecomputedModule(GPT2MLP)"},
+    "t5-tiny": {"LeanDropout", "LeanRMSNorm", "LeanReLU", "RecomputedModule(T5DenseActDense)"},
 }
+CAUSAL = {"llama-tiny", "gpt2-tiny"}
+
+
+def model_and_batch(name):
+    if name != "t5-tiny":
+        model = build_model(name)
+        return model, random_batch(model, 2, 16)
+    torch.manual_seed(0)  # T5 (relative position bias passed to attention, ReLU FFN with dropout)
+    config = T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=4, d_kv=8, vocab_size=100,
+                      decoder_start_token_id=0, pad_token_id=0, attn_implementation="eager")
+    batch = {"input_ids": torch.randint(100, (2, 12)), "labels": torch.randint(100, (2, 6))}
+    return T5ForConditionalGeneration(config).train(), batch
 
 
 def loss_and_grads(model, batch):
@@ -26,8 +40,7 @@ def loss_and_grads(model, batch):
 
 @pytest.mark.parametrize("name", EXPECTED)
 def test_round_trip_keeps_parameters_outputs_and_gradients(name):
-    model = build_model(name)
-    batch = random_batch(model, 2, 16)
+    model, batch = model_and_batch(name)
     keys, params = list(model.state_dict()), list(model.parameters())
     model.eval()  # dropout off, so the stock and lean steps are comparable exactly
     stock_loss, stock_grads = loss_and_grads(model, batch)
@@ -37,7 +50,7 @@ def test_round_trip_keeps_parameters_outputs_and_gradients(name):
     changed = apply_lean(model)
     assert EXPECTED[name] <= set(changed.values())
     assert changed["config._attn_implementation"] == "eager -> leantrain_recompute"
-    assert ("forward" in changed) == (name != "bert-tiny")  # the chunked loss is for causal LMs
+    assert ("forward" in changed) == (name in CAUSAL)
     assert list(model.state_dict()) == keys
     assert all(a is b for a, b in zip(model.parameters(), params, strict=True))
     assert saved_tensor_bytes(model, batch).total < 0.7 * stock_saved

@@ -35,8 +35,11 @@ def _sum_heads(t: Tensor, groups: int) -> Tensor:
     return t.view(b, heads // groups, groups, length, dim).sum(2)
 
 
-def _probabilities(query: Tensor, key: Tensor, mask: Tensor | None, scaling: float, groups: int) -> Tensor:
+def _probabilities(query: Tensor, key: Tensor, bias: Tensor | None, mask: Tensor | None, scaling: float,
+                   groups: int) -> Tensor:
     scores = torch.matmul(query, _repeat_heads(key, groups).transpose(2, 3)) * scaling
+    if bias is not None:
+        scores = scores + bias
     if mask is not None:
         scores = scores + mask
     return torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
@@ -44,20 +47,20 @@ def _probabilities(query: Tensor, key: Tensor, mask: Tensor | None, scaling: flo
 
 class RecomputedAttentionFunction(Function):
     @staticmethod
-    def forward(ctx, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, seed: Tensor,
-                scaling: float, dropout: float, groups: int) -> Tensor:
-        probs = _probabilities(query, key, mask, scaling, groups)
+    def forward(ctx, query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, mask: Tensor | None,
+                seed: Tensor, scaling: float, dropout: float, groups: int) -> Tensor:
+        probs = _probabilities(query, key, bias, mask, scaling, groups)
         if dropout > 0:
             probs = probs * dropout_mask(probs.shape, dropout, seed, probs.device) * dropout_scale(dropout)
-        ctx.save_for_backward(query, key, value, mask, seed)
+        ctx.save_for_backward(query, key, value, bias, mask, seed)
         ctx.scaling, ctx.dropout, ctx.groups = scaling, dropout, groups
         return torch.matmul(probs, _repeat_heads(value, groups))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        query, key, value, mask, seed = ctx.saved_tensors
+        query, key, value, bias, mask, seed = ctx.saved_tensors
         groups = ctx.groups
-        probs = _probabilities(query, key, mask, ctx.scaling, groups)
+        probs = _probabilities(query, key, bias, mask, ctx.scaling, groups)
         kept = probs
         if ctx.dropout > 0:
             keep = dropout_mask(probs.shape, ctx.dropout, seed, probs.device)
@@ -66,10 +69,13 @@ class RecomputedAttentionFunction(Function):
         grad_probs = torch.matmul(grad, _repeat_heads(value, groups).transpose(2, 3))
         if ctx.dropout > 0:
             grad_probs = grad_probs * keep * dropout_scale(ctx.dropout)
-        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype) * ctx.scaling
+        grad_biased_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        grad_bias = grad_biased_scores.sum_to_size(bias.shape) if ctx.needs_input_grad[3] else None  # T5's learnt one
+        grad_mask = grad_biased_scores.sum_to_size(mask.shape) if ctx.needs_input_grad[4] else None
+        grad_scores = grad_biased_scores * ctx.scaling
         grad_query = torch.matmul(grad_scores, _repeat_heads(key, groups))
         grad_key = _sum_heads(torch.matmul(grad_scores.transpose(2, 3), query), groups)
-        return grad_query, grad_key, grad_value, None, None, None, None, None
+        return grad_query, grad_key, grad_value, grad_bias, grad_mask, None, None, None, None
 
 
 def recomputed_attention_forward(
@@ -80,11 +86,13 @@ def recomputed_attention_forward(
     attention_mask: Tensor | None,
     scaling: float | None = None,
     dropout: float = 0.0,
+    position_bias: Tensor | None = None,
     **kwargs,
 ) -> tuple[Tensor, None]:
-    """Same contract as HF's ``eager_attention_forward`` (B, H, L, d inputs; (B, L, H, d) output);
-    attention weights are not returned (``output_attentions`` needs eager)."""
-    for unsupported in ("softcap", "s_aux"):
+    """Same contract as HF's ``eager_attention_forward`` (B, H, L, d inputs; (B, L, H, d) output;
+    T5's additive ``position_bias``); attention weights are not returned (``output_attentions``
+    needs eager)."""
+    for unsupported in ("softcap", "s_aux", "sinks"):
         if kwargs.get(unsupported) is not None:
             raise ValueError(f"lean attention does not support {unsupported}; remove_lean(model) to use eager")
     if attention_mask is not None and attention_mask.dtype == torch.bool:
@@ -92,7 +100,7 @@ def recomputed_attention_forward(
             ~attention_mask, torch.finfo(query.dtype).min)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
     groups = query.shape[1] // key.shape[1]
-    output = RecomputedAttentionFunction.apply(query, key, value, attention_mask, draw_seed(), scaling,
+    output = RecomputedAttentionFunction.apply(query, key, value, position_bias, attention_mask, draw_seed(), scaling,
                                                dropout if module.training else 0.0, groups)
     return output.transpose(1, 2).contiguous(), None
 

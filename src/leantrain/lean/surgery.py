@@ -42,6 +42,17 @@ def _module_replacement(module: nn.Module, config: LeanConfig) -> type[LeanRepla
     return None
 
 
+def _hf_configs(model: nn.Module) -> list[tuple[str, object]]:
+    """Each distinct HF config held by the model's modules, with the name prefix of its first holder
+    (T5's encoder and decoder keep their own copies of the model's config)."""
+    found: dict[int, tuple[str, object]] = {}
+    for name, module in model.named_modules():
+        hf_config = getattr(module, "config", None)
+        if hasattr(hf_config, "_attn_implementation") and id(hf_config) not in found:
+            found[id(hf_config)] = (f"{name}." if name else "", hf_config)
+    return list(found.values())
+
+
 def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name), child, new)
@@ -83,12 +94,15 @@ def apply_lean(
                 if filter_fn is None or filter_fn(activation, name):
                     setattr(block, activation_name, ActivationFromLinearInput(activation, linear))
                     changed[name] = f"ActivationFromLinearInput({type(activation).__name__})"
-    hf_config = getattr(model, "config", None)
-    if config.attention and getattr(hf_config, "_attn_implementation", None) in _SWAPPABLE_ATTENTION:
-        register_lean_attention()
-        setattr(model, _PREVIOUS_ATTENTION, hf_config._attn_implementation)
-        changed["config._attn_implementation"] = f"{hf_config._attn_implementation} -> {LEAN_ATTENTION}"
-        hf_config._attn_implementation = LEAN_ATTENTION
+    if config.attention and not hasattr(model, _PREVIOUS_ATTENTION):
+        previous = [(name, hf_config, hf_config._attn_implementation) for name, hf_config in _hf_configs(model)
+                    if hf_config._attn_implementation in _SWAPPABLE_ATTENTION]
+        if previous:
+            register_lean_attention()
+            setattr(model, _PREVIOUS_ATTENTION, [(hf_config, value) for _, hf_config, value in previous])
+        for name, hf_config, value in previous:
+            hf_config._attn_implementation = LEAN_ATTENTION
+            changed[f"{name}config._attn_implementation"] = f"{value} -> {LEAN_ATTENTION}"
     if config.lm_loss and "forward" not in model.__dict__ and has_plain_lm_head(model):
         rows = max(1, config.lm_loss_chunk_logits // model.get_output_embeddings().out_features)
         model.forward = functools.partial(lean_causal_lm_forward, model, chunk_rows=rows)
@@ -106,8 +120,11 @@ def remove_lean(model: nn.Module) -> dict[str, str]:
             _swap(model, name, original)
             restored[name] = type(original).__name__
     if hasattr(model, _PREVIOUS_ATTENTION):
-        model.config._attn_implementation = getattr(model, _PREVIOUS_ATTENTION)
-        restored["config._attn_implementation"] = getattr(model, _PREVIOUS_ATTENTION)
+        previous = dict((id(hf_config), value) for hf_config, value in getattr(model, _PREVIOUS_ATTENTION))
+        for name, hf_config in _hf_configs(model):
+            if id(hf_config) in previous:
+                hf_config._attn_implementation = previous[id(hf_config)]
+                restored[f"{name}config._attn_implementation"] = previous[id(hf_config)]
         delattr(model, _PREVIOUS_ATTENTION)
     forward = model.__dict__.get("forward")
     if isinstance(forward, functools.partial) and forward.func is lean_causal_lm_forward:
