@@ -40,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from transformers.utils import logging
+
     from leantrain.recipes.pretrain import PretrainConfig, pretrain
+
+    logging.disable_progress_bar()  # the model-saving bar; training has its own
 
     corpus = args.corpus[0] if len(args.corpus) == 1 else tuple(args.corpus)
     config = PretrainConfig(
