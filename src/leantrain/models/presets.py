@@ -52,6 +52,8 @@ def build_model(name: str, seed: int = 0) -> nn.Module:
         if not (folder / "config.json").is_file():
             raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)} or a HF model folder "
                              f"with config.json, got {name!r}")
+    transformers.utils.logging.set_verbosity_error()  # a fresh classification head is expected
+    transformers.utils.logging.disable_progress_bar()
     config = transformers.AutoConfig.from_pretrained(folder)
     causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.architectures or [])
     auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForSequenceClassification
