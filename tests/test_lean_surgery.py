@@ -114,3 +114,12 @@ def test_lean_after_sampling_keeps_sampled_blocks_unrecomputed_and_gradients_exa
         torch.testing.assert_close(lean_grads[key], grad, rtol=1e-4, atol=1e-6)
     remove_lean(model)
     lt.remove_sampling(model)
+
+
+def test_a_lean_model_is_measured_in_a_fresh_process():
+    from leantrain.memory import measure_memory
+
+    model, batch = model_and_batch("bert-tiny")
+    apply_lean(model, LeanConfig(recompute_mlp=False))
+    report = measure_memory(model, batch, torch.optim.AdamW(model.parameters()))  # pickled to a spawned child
+    assert report.peak is not None and report.peak.step_bytes >= report.optimizer_state_bytes

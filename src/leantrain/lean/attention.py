@@ -105,6 +105,19 @@ def recomputed_attention_forward(
     return output.transpose(1, 2).contiguous(), None
 
 
+class SwappedAttention:
+    """What ``apply_lean`` changed: (HF config, previous ``_attn_implementation``) pairs, kept on the
+    model for ``remove_lean``. Unpickling it registers ``LEAN_ATTENTION`` again, so a lean model
+    loaded in a fresh process (e.g. the CPU peak subprocess) finds its attention function."""
+
+    def __init__(self, previous: list[tuple[object, str]]) -> None:
+        self.previous = previous
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        register_lean_attention()
+
+
 def register_lean_attention() -> None:
     """Make ``LEAN_ATTENTION`` a valid ``attn_implementation`` (idempotent)."""
     from transformers import AttentionInterface

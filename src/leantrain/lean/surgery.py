@@ -17,7 +17,7 @@ from collections.abc import Callable
 from torch import nn
 
 from leantrain.lean.activation import ActivationFromLinearInput, activation_pairs
-from leantrain.lean.attention import LEAN_ATTENTION, register_lean_attention
+from leantrain.lean.attention import LEAN_ATTENTION, SwappedAttention, register_lean_attention
 from leantrain.lean.config import LeanConfig
 from leantrain.lean.dropout import LeanDropout
 from leantrain.lean.lm_loss import has_plain_lm_head, lean_causal_lm_forward
@@ -99,7 +99,7 @@ def apply_lean(
                     if hf_config._attn_implementation in _SWAPPABLE_ATTENTION]
         if previous:
             register_lean_attention()
-            setattr(model, _PREVIOUS_ATTENTION, [(hf_config, value) for _, hf_config, value in previous])
+            setattr(model, _PREVIOUS_ATTENTION, SwappedAttention([(c, value) for _, c, value in previous]))
         for name, hf_config, value in previous:
             hf_config._attn_implementation = LEAN_ATTENTION
             changed[f"{name}config._attn_implementation"] = f"{value} -> {LEAN_ATTENTION}"
@@ -120,7 +120,7 @@ def remove_lean(model: nn.Module) -> dict[str, str]:
             _swap(model, name, original)
             restored[name] = type(original).__name__
     if hasattr(model, _PREVIOUS_ATTENTION):
-        previous = dict((id(hf_config), value) for hf_config, value in getattr(model, _PREVIOUS_ATTENTION))
+        previous = {id(hf_config): value for hf_config, value in getattr(model, _PREVIOUS_ATTENTION).previous}
         for name, hf_config in _hf_configs(model):
             if id(hf_config) in previous:
                 hf_config._attn_implementation = previous[id(hf_config)]
