@@ -42,3 +42,10 @@ def test_predict_from_jsonl_logs(tmp_path, capsys):
     printed = capsys.readouterr().out
     error = float(printed.split("(error ")[1].split("%")[0])
     assert abs(error) < 0.5 and out.exists()
+
+
+def test_plot_refined_from_logged_grad_norms(tmp_path, capsys):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": s, "lr": 1e-3, "grad_norm": 2.0}) + "\n" for s in range(1, 12)))
+    assert run_cli(["plot", "refined", "--grad-norms", str(metrics), "--out", str(tmp_path / "r.png")]) == 0
+    assert "refined: start 0.001, peak 0.001, last 0 over 11 steps" in capsys.readouterr().out

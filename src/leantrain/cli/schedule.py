@@ -37,16 +37,16 @@ def schedule_lrs(name: str, args: argparse.Namespace) -> list[float]:
     from leantrain.io import read_metrics
     from leantrain.schedules import lr_curve, options_for
 
-    grad_norms = None
+    grad_norms, total_steps = None, args.total_steps
     if name == "refined":
         if args.grad_norms is None:
             raise ValueError("the refined schedule needs --grad-norms METRICS.jsonl")
         grad_norms = [r["grad_norm"] for r in read_metrics(args.grad_norms) if "grad_norm" in r]
-        args.total_steps = len(grad_norms)
+        total_steps = len(grad_norms)
     options = options_for(name, decay_steps=args.decay_steps, decay=args.decay, half_life=args.half_life,
                           batch_size=args.batch_size, tokens_per_step=args.tokens_per_step, a=args.a, b=args.b,
                           grad_norms=grad_norms)
-    return lr_curve(name, args.total_steps, lr=args.lr, warmup_steps=args.warmup_steps,
+    return lr_curve(name, total_steps, lr=args.lr, warmup_steps=args.warmup_steps,
                     min_lr_ratio=args.min_lr_ratio, **options)
 
 

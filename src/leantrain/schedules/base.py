@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 
@@ -21,15 +20,9 @@ class MultiplierSchedule(LRScheduler):
     (once per update, not per micro-batch under gradient accumulation).
     """
 
-    def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
-        super().__init__(optimizer, last_epoch)
-
     def multiplier(self, step: int) -> float:
         raise NotImplementedError
 
     def get_lr(self) -> list[float]:
         factor = self.multiplier(self.last_epoch)
         return [base_lr * factor for base_lr in self.base_lrs]
-
-    def _get_closed_form_lr(self) -> list[float]:
-        return self.get_lr()
