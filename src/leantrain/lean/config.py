@@ -15,6 +15,8 @@ class LeanConfig:
     norms: LayerNorm / RMSNorm keep their output instead of their input (norms.py).
     attention: HF attention keeps Q, K, V instead of the L×L probabilities (attention.py).
     recompute_mlp: MLP blocks keep only their input and recompute in backward (recompute.py).
+    recompute_attention: attention blocks (projections included) likewise, when called without a
+        KV cache (recompute.py).
     activations: GELU/SiLU in blocks not recomputed keep nothing; their input is recomputed from
         the input of the Linear before them (activation.py).
     lm_loss: causal LMs compute LM head + loss in chunks of about ``lm_loss_chunk_logits`` logits
@@ -26,6 +28,7 @@ class LeanConfig:
     norms: bool = True
     attention: bool = True
     recompute_mlp: bool = True
+    recompute_attention: bool = True
     activations: bool = True
     lm_loss: bool = True
     lm_loss_chunk_logits: int = 2**22

@@ -22,7 +22,12 @@ from leantrain.lean.config import LeanConfig
 from leantrain.lean.dropout import LeanDropout
 from leantrain.lean.lm_loss import has_plain_lm_head, lean_causal_lm_forward
 from leantrain.lean.norms import LeanLayerNorm, LeanRMSNorm, looks_like_rms_norm
-from leantrain.lean.recompute import RecomputedModule, is_recomputable_mlp
+from leantrain.lean.recompute import (
+    ATTENTION_CLASS_SUFFIXES,
+    MLP_CLASS_SUFFIXES,
+    RecomputedModule,
+    is_recomputable,
+)
 from leantrain.lean.relu import LeanReLU
 from leantrain.lean.replacement import LeanReplacement
 
@@ -78,12 +83,18 @@ def apply_lean(
         if replacement is not None and (filter_fn is None or filter_fn(module, name)):
             _swap(model, name, replacement(module))
             changed[name] = replacement.__name__
-    if config.recompute_mlp:
-        for name, module in list(model.named_modules()):
-            if is_recomputable_mlp(module) and not isinstance(module, LeanReplacement) and (
-                    filter_fn is None or filter_fn(module, name)):
-                _swap(model, name, RecomputedModule(module))
-                changed[name] = f"RecomputedModule({type(module).__name__})"
+    suffixes = (MLP_CLASS_SUFFIXES if config.recompute_mlp else ()) + (
+        ATTENTION_CLASS_SUFFIXES if config.recompute_attention else ())
+    wrapped: list[str] = []
+    for name, module in list(model.named_modules()):
+        if any(name.startswith(outer + ".") for outer in wrapped):
+            continue  # inside a recomputed block already
+        if isinstance(module, RecomputedModule):
+            wrapped.append(name)
+        elif name and suffixes and is_recomputable(module, suffixes) and (filter_fn is None or filter_fn(module, name)):
+            _swap(model, name, RecomputedModule(module))
+            wrapped.append(name)
+            changed[name] = f"RecomputedModule({type(module).__name__})"
     if config.activations:
         for block_name, block in list(model.named_modules()):
             if isinstance(block, LeanReplacement):

@@ -30,7 +30,8 @@ def is_causal_lm(model: nn.Module) -> bool:
 
 def build_model(name: str, seed: int = 0) -> nn.Module:
     """A preset (``PRESETS``, random weights drawn with ``seed``), ``"minilm"`` (offline
-    pretrained encoder) or a local HF model folder, with eager attention, in training mode."""
+    pretrained encoder) or a local HF model folder, set up for training: eager attention,
+    training mode, no KV cache (``use_cache=False``, as for gradient checkpointing)."""
     import transformers
 
     torch.manual_seed(seed)
@@ -42,7 +43,7 @@ def build_model(name: str, seed: int = 0) -> nn.Module:
             model = transformers.BertForSequenceClassification(config)
         else:
             model = transformers.AutoModelForCausalLM.from_config(config)
-        return model.train()
+        return _for_training(model)
     if name == "minilm":
         from leantrain.models.pretrained import minilm_path
 
@@ -58,7 +59,12 @@ def build_model(name: str, seed: int = 0) -> nn.Module:
     causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.architectures or [])
     auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForSequenceClassification
     kwargs = {} if causal else {"num_labels": NUM_LABELS}
-    return auto.from_pretrained(folder, attn_implementation="eager", **kwargs).train()
+    return _for_training(auto.from_pretrained(folder, attn_implementation="eager", **kwargs))
+
+
+def _for_training(model: nn.Module) -> nn.Module:
+    model.config.use_cache = False
+    return model.train()
 
 
 def random_batch(model: nn.Module, batch_size: int, seq_len: int, seed: int = 0) -> dict[str, Tensor]:
