@@ -21,6 +21,7 @@ from torch import nn
 from leantrain.data.classification import ClassificationData, load_classification_data
 from leantrain.io import MetricsWriter, load_checkpoint, save_checkpoint
 from leantrain.io.interrupt import StopRequest
+from leantrain.models.lora import apply_lora
 from leantrain.models.pretrained import minilm_path
 from leantrain.sampling import (
     SamplingConfig,
@@ -140,10 +141,7 @@ def prepare_model(config: FinetuneConfig, num_labels: int) -> tuple[nn.Module, o
     torch.manual_seed(config.seed)
     model, tokenizer = load_classifier(config.model, num_labels)
     if config.mode == "lora":
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_rank,
-                                                 lora_alpha=config.lora_rank, lora_dropout=0.1))
+        apply_lora(model, rank=config.lora_rank)
     if config.sampling is not None:
         apply_sampling(model, config.sampling)
     if config.lean:
