@@ -78,3 +78,26 @@ def test_bad_config_names_the_field(changes, field):
 def test_bad_schedule_settings_fail_before_training(tmp_path):
     with pytest.raises(ValueError, match="decay_steps must be"):
         pretrain(tiny(tmp_path, "bad", decay_steps=50), show_bar=False)
+
+
+def test_cli_pretrains_on_user_text_files(tmp_path, capsys):
+    import argparse
+
+    from leantrain.cli import pretrain as pretrain_cli
+    from leantrain.data.corpus import kjv_text
+
+    files = []
+    for i in range(2):
+        files.append(tmp_path / f"part{i}.txt")
+        files[-1].write_text(kjv_text()[i * 20_000:(i + 1) * 20_000], encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    pretrain_cli.add_arguments(parser)
+    args = parser.parse_args(["--corpus", *map(str, files), "--output-dir", str(tmp_path / "run"), "--size", "1m",
+                              "--vocab-size", "300", "--seq-len", "32", "--batch-size", "4", "--tokens", "1280",
+                              "--schedule", "power", "--eval-every", "4"])
+    assert pretrain_cli.run(args) == 0
+    assert "final validation loss" in capsys.readouterr().out
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records if "val_loss" in r] == [4, 8, 10]
+    lrs = {r["step"]: r["lr"] for r in records if "lr" in r}
+    assert lrs[1] == lrs[9] == 3e-3 and lrs[10] < lrs[9]  # Power: capped at eta_max, then its decay
