@@ -6,6 +6,7 @@ picklable step description and applied again in a fresh process for peak-memory 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from torch import nn
@@ -17,8 +18,14 @@ def apply_lora(model: nn.Module, rank: int = 8, dropout: float = 0.1,
                target_modules: Sequence[str] | None = None) -> list[str]:
     """Add rank-``rank`` adapters (alpha = rank) to ``target_modules`` (PEFT's default for the model
     type when None), freeze every other weight but the task head; returns the adapted module names."""
-    from peft import LoraConfig, inject_adapter_in_model
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+    quiet = logging.getLogger("bitsandbytes")  # PEFT imports it; it logs about optional 4-bit CPU kernels
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+    finally:
+        quiet.setLevel(level)
 
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"LoRA rank={rank!r} must be an integer >= 1")

@@ -1,0 +1,160 @@
+"""Full fine-tuning vs WTA-CRS vs lean vs LoRA, in the layout of the WTA-CRS paper's Tables 1 and 2.
+
+1. memory — one full training step (forward, backward, AdamW) of BERT-base (random weights from
+   BertConfig, fp32, eager attention, dropout 0.1) at batch 64 x 128 for each column: the
+   accounting (parameters, gradients, optimizer states, bytes saved for backward) and the CPU
+   peak of the step measured in a fresh subprocess (DESIGN.md). The largest batch that fits a
+   budget comes from the peaks at batch 16 and 64 (peak is affine in the batch size).
+2. accuracy — test accuracy on BBC News (MiniLM-L6, 1 epoch), 3 seeds, mean ± std.
+3. speed — one training step of each column relative to full fine-tuning, interleaved repeats.
+
+Run:  .venv/bin/python benchmarks/finetune.py [--only memory|accuracy|speed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+from collections import defaultdict
+
+import torch
+
+import leantrain as lt
+from leantrain.data.classification import load_classification_data
+from leantrain.lean import LeanConfig, apply_lean
+from leantrain.memory import measure_memory
+from leantrain.memory.peak import cpu_peak_in_subprocess
+from leantrain.memory.spec import StepSpec, make_optimizer
+from leantrain.models.lora import apply_lora
+from leantrain.models.presets import build_model, random_batch
+from leantrain.recipes.finetune import FinetuneConfig, parse_run, run_finetune
+
+GIB = 2**30
+MEMORY_COLUMNS = ("full", "full+wtacrs@0.3", "full+wtacrs@0.1", "full+wtacrs@0.3+lean", "full+lean",
+                  "lora", "lora+wtacrs@0.3", "lora+wtacrs@0.3+lean")
+ACCURACY_COLUMNS = ("full", "full+wtacrs@0.3", "full+wtacrs@0.1", "full+wtacrs@0.3+lean", "lora",
+                    "lora+wtacrs@0.3", "lora+wtacrs@0.3+lean")
+
+
+def conversions(spec: str) -> tuple:
+    """The picklable conversions a run spec names, in the order the recipe applies them."""
+    config = parse_run(spec, FinetuneConfig())
+    steps = []
+    if config.mode == "lora":
+        steps.append(functools.partial(apply_lora, rank=config.lora_rank))
+    if config.sampling is not None:
+        steps.append(functools.partial(lt.apply_sampling, config=config.sampling))
+    if config.lean:
+        steps.append(functools.partial(apply_lean, config=LeanConfig()))
+    return tuple(steps)
+
+
+def memory_table(args) -> None:
+    print(f"\n### Peak training memory: BERT-base, batch {args.batch_size} x {args.seq_len}, fp32, AdamW "
+          f"(CPU peak of one step in a fresh subprocess)\n")
+    print("| run | params+grads+opt | saved activations | accounted total | vs full | measured step peak "
+          f"| vs full | max batch in {args.budget_gib} GiB | vs full |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    base_total = base_peak = base_batch = None
+    for spec in MEMORY_COLUMNS:
+        convert = conversions(spec)
+        model = build_model("bert-base", args.seed)
+        for step in convert:
+            step(model)
+        batch = random_batch(model, args.batch_size, args.seq_len, args.seed)
+        report = measure_memory(model, batch, make_optimizer("adamw", model),
+                                peak_builder=StepSpec("bert-base", args.batch_size, args.seq_len, "adamw",
+                                                      convert, args.seed))
+        del model
+        small = cpu_peak_in_subprocess(StepSpec("bert-base", args.small_batch, args.seq_len, "adamw", convert,
+                                                args.seed))
+        state = report.parameter_bytes + report.gradient_bytes + report.optimizer_state_bytes
+        total = state + report.saved.total
+        peak = report.peak.step_bytes + report.parameter_bytes
+        small_peak = small.step_bytes + report.parameter_bytes
+        per_example = (peak - small_peak) / (args.batch_size - args.small_batch)
+        max_batch = int((args.budget_gib * GIB - (peak - per_example * args.batch_size)) // per_example)
+        base_total, base_peak, base_batch = base_total or total, base_peak or peak, base_batch or max_batch
+        print(f"| {parse_run(spec, FinetuneConfig()).label} | {state / GIB:.2f} GiB | "
+              f"{report.saved.total / GIB:.2f} GiB | {total / GIB:.2f} GiB | {base_total / total:.2f}x | "
+              f"{peak / GIB:.2f} GiB | {base_peak / peak:.2f}x | {max_batch} | {max_batch / base_batch:.2f}x |",
+              flush=True)
+    print("\n(measured step peak = parameters + the step's peak RSS above what was resident before it; "
+          f"max batch from the peaks at batch {args.small_batch} and {args.batch_size})")
+
+
+def accuracy_table(args) -> None:
+    data = load_classification_data("bbc")
+    n_train = min(args.max_train, len(data.train))
+    print(f"\n### Test accuracy on BBC News (MiniLM-L6, {n_train} training / {len(data.test)} test articles, "
+          f"1 epoch, batch 16 x 128, lr 5e-4, seeds {list(range(args.seeds))})\n")
+    print("| run | accuracy (mean ± std) | vs full | per seed |")
+    print("|---|---|---|---|")
+    base = None
+    for spec in ACCURACY_COLUMNS:
+        accuracies = []
+        for seed in range(args.seeds):
+            config = parse_run(spec, FinetuneConfig(max_train_examples=args.max_train, seed=seed))
+            accuracies.append(100 * run_finetune(config, data=data, show_bar=False).accuracy)
+        mean = statistics.fmean(accuracies)
+        base = base if base is not None else mean
+        print(f"| {parse_run(spec, FinetuneConfig()).label} | {mean:.2f} ± {statistics.stdev(accuracies):.2f} | "
+              f"{mean - base:+.2f} | {', '.join(f'{a:.2f}' for a in accuracies)} |", flush=True)
+
+
+def speed_table(args) -> None:
+    from leantrain.recipes.finetune import load_classifier
+
+    runs = {}
+    for spec in ACCURACY_COLUMNS:
+        torch.manual_seed(args.seed)
+        model, _ = load_classifier("minilm", 5)
+        for step in conversions(spec):
+            step(model)
+        runs[parse_run(spec, FinetuneConfig()).label] = (model.train(), make_optimizer("adamw", model))
+    batch = random_batch(next(iter(runs.values()))[0], 16, 128, args.seed)
+
+    def step(label: str) -> float:
+        model, optimizer = runs[label]
+        optimizer.zero_grad()
+        start = time.perf_counter()
+        model(**batch).loss.backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    for label in runs:
+        step(label)
+    times = defaultdict(list)
+    for _ in range(args.repeats):
+        for label in runs:
+            times[label].append(step(label))
+    base = statistics.median(times["full"])
+    print(f"\n### Step time (MiniLM-L6, batch 16 x 128, fp32, AdamW, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats} interleaved repeats)\n")
+    print("| run | median step | vs full |")
+    print("|---|---|---|")
+    for label, t in times.items():
+        print(f"| {label} | {statistics.median(t) * 1000:.0f} ms | {statistics.median(t) / base:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["memory", "accuracy", "speed"], default=None)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--small-batch", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--budget-gib", type=float, default=8.0)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--max-train", type=int, default=800)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    for name, table in [("memory", memory_table), ("accuracy", accuracy_table), ("speed", speed_table)]:
+        if args.only in (None, name):
+            table(args)
+
+
+if __name__ == "__main__":
+    main()
