@@ -14,20 +14,16 @@ Run:  .venv/bin/python benchmarks/finetune.py [--only memory|accuracy|speed]
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 import time
 from collections import defaultdict
 
 import torch
 
-import leantrain as lt
 from leantrain.data.classification import load_classification_data
-from leantrain.lean import LeanConfig, apply_lean
 from leantrain.memory import measure_memory
 from leantrain.memory.peak import cpu_peak_in_subprocess
 from leantrain.memory.spec import StepSpec, make_optimizer
-from leantrain.models.lora import apply_lora
 from leantrain.models.presets import build_model, random_batch
 from leantrain.recipes.finetune import FinetuneConfig, parse_run, run_finetune
 
@@ -38,19 +34,6 @@ ACCURACY_COLUMNS = ("full", "full+wtacrs@0.3", "full+wtacrs@0.1", "full+wtacrs@0
                     "lora+wtacrs@0.3", "lora+wtacrs@0.3+lean")
 
 
-def conversions(spec: str) -> tuple:
-    """The picklable conversions a run spec names, in the order the recipe applies them."""
-    config = parse_run(spec, FinetuneConfig())
-    steps = []
-    if config.mode == "lora":
-        steps.append(functools.partial(apply_lora, rank=config.lora_rank))
-    if config.sampling is not None:
-        steps.append(functools.partial(lt.apply_sampling, config=config.sampling))
-    if config.lean:
-        steps.append(functools.partial(apply_lean, config=LeanConfig()))
-    return tuple(steps)
-
-
 def memory_table(args) -> None:
     print(f"\n### Peak training memory: BERT-base, batch {args.batch_size} x {args.seq_len}, fp32, AdamW "
           f"(CPU peak of one step in a fresh subprocess)\n")
@@ -59,7 +42,7 @@ def memory_table(args) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     base_total = base_peak = base_batch = None
     for spec in MEMORY_COLUMNS:
-        convert = conversions(spec)
+        convert = parse_run(spec, FinetuneConfig()).conversions()
         model = build_model("bert-base", args.seed)
         for step in convert:
             step(model)
@@ -111,7 +94,7 @@ def speed_table(args) -> None:
     for spec in ACCURACY_COLUMNS:
         torch.manual_seed(args.seed)
         model, _ = load_classifier("minilm", 5)
-        for step in conversions(spec):
+        for step in parse_run(spec, FinetuneConfig()).conversions():
             step(model)
         runs[parse_run(spec, FinetuneConfig()).label] = (model.train(), make_optimizer("adamw", model))
     batch = random_batch(next(iter(runs.values()))[0], 16, 128, args.seed)

@@ -4,7 +4,7 @@ import csv
 import json
 
 import pytest
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import AutoTokenizer, BertConfig, BertModel
 
 from leantrain.cli import main
 from leantrain.data.classification import load_classification_data
@@ -17,7 +17,7 @@ TEXTS = {"sport": "the team won the match with a late goal", "money": "shares fe
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-bert")
-    BertForSequenceClassification(BertConfig(
+    BertModel(BertConfig(
         vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
     )).save_pretrained(folder)
     AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
@@ -90,7 +90,8 @@ def test_cli_compares_runs_side_by_side(tiny_model, csv_data, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "LoRA + WTA-CRS@0.3" in out and "test accuracy" in out
     assert (tmp_path / "lora+wtacrs@0.3" / "checkpoint.safetensors").is_file()
-    assert main(["finetune", "--model", tiny_model, "--data", csv_data, "--batch-size", "0"]) == 2
+    assert "peak memory" in out and "MiB" in out
+    assert main(["finetune", "--model", tiny_model, "--data", csv_data, "--batch-size", "0", "--no-peak"]) == 2
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_continues_bit_identically(tiny_model, csv_data, tmp_path):

@@ -29,11 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/finetune",
                         help="run folder; each run writes OUT/SPEC/metrics.jsonl and checkpoint.safetensors")
     parser.add_argument("--resume", action="store_true", help="continue each run from its checkpoint in --out")
+    parser.add_argument("--no-peak", dest="peak", action="store_false",
+                        help="skip measuring each run's peak training memory (a fresh process per run)")
 
 
 def run(args: argparse.Namespace) -> int:
     from leantrain.data.classification import load_classification_data
-    from leantrain.recipes.finetune import FinetuneConfig, parse_run, run_finetune
+    from leantrain.recipes.finetune import FinetuneConfig, parse_run, peak_training_memory, run_finetune
     from leantrain.sampling import SamplingConfig
 
     base = FinetuneConfig(
@@ -56,10 +58,16 @@ def run(args: argparse.Namespace) -> int:
         run_finetune(config, data=data, run_dir=Path(args.out) / spec, resume=args.resume, on_progress=print)
         for spec, config in zip(specs, configs, strict=True)
     ]
+    peaks = [peak_training_memory(config) if args.peak else None for config in configs]
     width = max(len(r.config.label) for r in results)
-    print(f"\nrun folders: {args.out}/<run>/ (metrics.jsonl, checkpoint.safetensors; --resume continues them)")
-    print(f"\n{'run':<{width}}  {'test accuracy':>13}  {'train time':>10}  {'trainable params':>16}")
-    for r in results:
-        print(f"{r.config.label:<{width}}  {r.accuracy:>13.4f}  {r.train_seconds:>9.0f}s  "
-              f"{r.trainable_parameters:>16,}")
+    print(f"\n{'run':<{width}}  {'test accuracy':>13}  {'peak memory':>11}  {'vs first':>8}  {'train time':>10}  "
+          f"{'trainable params':>16}")
+    for result, peak in zip(results, peaks, strict=True):
+        memory = "-" if peak is None else f"{peak / 2**20:,.0f} MiB"
+        ratio = "-" if peak is None else f"{peak / peaks[0]:.2f}x"
+        print(f"{result.config.label:<{width}}  {result.accuracy:>13.4f}  {memory:>11}  {ratio:>8}  "
+              f"{result.train_seconds:>9.0f}s  {result.trainable_parameters:>16,}")
+    if args.peak:
+        print("\npeak memory: parameters + the peak of one training step (AdamW) above what was resident before "
+              "it,\nmeasured on CPU in a fresh process at the same batch size")
     return 0

@@ -9,6 +9,7 @@ resumed run continues exactly where the checkpoint left off.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -74,6 +75,19 @@ class FinetuneConfig:
         if self.sampling is not None and not isinstance(self.sampling, SamplingConfig):
             raise ValueError(f"FinetuneConfig.sampling must be a SamplingConfig or None, got {self.sampling!r}")
 
+    def conversions(self) -> tuple[Callable[[nn.Module], object], ...]:
+        """Picklable in-place conversions, in the order they are applied: LoRA, sampling, lean."""
+        steps: list[Callable[[nn.Module], object]] = []
+        if self.mode == "lora":
+            steps.append(functools.partial(apply_lora, rank=self.lora_rank))
+        if self.sampling is not None:
+            steps.append(functools.partial(apply_sampling, config=self.sampling))
+        if self.lean:
+            from leantrain.lean import apply_lean
+
+            steps.append(apply_lean)
+        return tuple(steps)
+
     @property
     def label(self) -> str:
         parts = ["LoRA" if self.mode == "lora" else "full"]
@@ -131,7 +145,7 @@ def load_classifier(model: str, num_labels: int) -> tuple[nn.Module, object]:
         raise FileNotFoundError(f"model {model!r}: {str(folder)!r} is not an HF model folder (no config.json)")
     logging.set_verbosity_error()  # the new head's "newly initialized" notice is expected
     classifier = AutoModelForSequenceClassification.from_pretrained(
-        folder, num_labels=num_labels, attn_implementation="eager"
+        folder, num_labels=num_labels, attn_implementation="eager", ignore_mismatched_sizes=True
     )
     return classifier, AutoTokenizer.from_pretrained(folder)
 
@@ -140,15 +154,21 @@ def prepare_model(config: FinetuneConfig, num_labels: int) -> tuple[nn.Module, o
     """The classifier with LoRA, sampling and lean companions applied as the config asks."""
     torch.manual_seed(config.seed)
     model, tokenizer = load_classifier(config.model, num_labels)
-    if config.mode == "lora":
-        apply_lora(model, rank=config.lora_rank)
-    if config.sampling is not None:
-        apply_sampling(model, config.sampling)
-    if config.lean:
-        from leantrain.lean import apply_lean
-
-        apply_lean(model)
+    for convert in config.conversions():
+        convert(model)
     return model, tokenizer
+
+
+def peak_training_memory(config: FinetuneConfig) -> int:
+    """Bytes of one training step (AdamW) of this run's model at its batch size: the parameters
+    plus the step's peak above what was resident before it, measured on CPU in a fresh process."""
+    from leantrain.memory.peak import cpu_peak_in_subprocess
+    from leantrain.memory.spec import StepSpec
+
+    spec = StepSpec(config.model, config.batch_size, config.seq_len, "adamw", config.conversions(), config.seed)
+    peak = cpu_peak_in_subprocess(spec)
+    model, _, _ = spec()
+    return peak.step_bytes + sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def encode(tokenizer, texts: list[str], seq_len: int) -> dict[str, torch.Tensor]:
