@@ -45,11 +45,6 @@ def with_floor(factor: float, min_lr_ratio: float) -> float:
     return min_lr_ratio + (1.0 - min_lr_ratio) * factor
 
 
-def linear_warmup(step: int, warmup_steps: int) -> float:
-    """step / warmup_steps, 1 once warmup is over (and for warmup_steps = 0)."""
-    return 1.0 if step >= warmup_steps else step / warmup_steps
-
-
 def wsd(step: int, warmup_steps: int, total_steps: int, decay_steps: int, decay: str = "1-sqrt",
         min_lr_ratio: float = 0.0, half_lives: float = 5.0) -> float:
     """Warmup–stable–decay (MiniCPM, Hu et al. 2024 Eq. 1): linear warmup, 1 until
