@@ -1,5 +1,6 @@
 """Bytes saved for backward, stock vs lean (``lt.apply_lean``), by what holds them; and the
-measured peak of one full training step (forward, backward, AdamW) for each.
+measured peak of one full training step (forward, backward, AdamW) for each; and the time of a
+forward + backward, lean relative to stock (interleaved on one model, median of the repeats).
 
 Models are random-weight models built from configs (``leantrain.models.presets``): BERT-base
 (fp32, eager attention, dropout 0.1, sequence classification) and a small Llama (4 layers,
@@ -7,18 +8,20 @@ hidden 512, GQA 8/4 heads, SwiGLU 1376, vocabulary 32k, causal LM). The CPU peak
 of a fresh subprocess during the step minus its RSS before it (DESIGN.md).
 
 Run:  .venv/bin/python benchmarks/memory.py [--models bert-base llama-small] [--bert-batch 32]
-          [--llama-batch 32] [--seq-len 128] [--no-peak]
+          [--llama-batch 32] [--seq-len 128] [--no-peak] [--speed-repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import statistics
+import time
 from collections import defaultdict
 
 from transformers.utils import logging
 
-from leantrain.lean import LeanConfig, apply_lean
+from leantrain.lean import LeanConfig, apply_lean, remove_lean
 from leantrain.memory import saved_tensor_bytes
 from leantrain.memory.peak import cpu_peak_in_subprocess
 from leantrain.memory.spec import StepSpec
@@ -28,8 +31,9 @@ MIB = 2**20
 
 # what holds the bytes: module type (stock or lean) -> the row it is reported in
 HOLDERS = (
+    ("inputs of recomputed attention/MLP blocks", ("RecomputedModule",)),
     ("attention", ("SelfAttention", "Attention")),
-    ("MLP activation (GELU/SiLU, gated product)", ("Activation", "MLP", "Intermediate", "RecomputedModule")),
+    ("MLP activation (GELU/SiLU, gated product)", ("Activation", "MLP", "Intermediate")),
     ("norms (LayerNorm/RMSNorm)", ("LayerNorm", "RMSNorm")),
     ("dropout masks", ("Dropout",)),
     ("linear inputs", ("Linear", "Conv1D")),
@@ -51,10 +55,31 @@ def by_holder(by_type: dict[str, int]) -> dict[str, int]:
     return rows
 
 
-def compare(name: str, batch_size: int, seq_len: int, peak: bool) -> None:
+def step_seconds(model, batch) -> float:
+    start = time.perf_counter()
+    model(**batch).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def lean_time_ratio(model, batch, repeats: int) -> float:
+    """Median over ``repeats`` of (lean step time / stock step time), the two run back to back."""
+    ratios = []
+    step_seconds(model, batch)  # warm-up
+    for _ in range(repeats):
+        stock = step_seconds(model, batch)
+        apply_lean(model)
+        lean = step_seconds(model, batch)
+        remove_lean(model)
+        ratios.append(lean / stock)
+    return statistics.median(ratios)
+
+
+def compare(name: str, batch_size: int, seq_len: int, peak: bool, speed_repeats: int) -> None:
     model = build_model(name)
     batch = random_batch(model, batch_size, seq_len)
     stock = saved_tensor_bytes(model, batch)
+    time_ratio = lean_time_ratio(model, batch, speed_repeats) if speed_repeats else None
     changed = apply_lean(model)
     lean = saved_tensor_bytes(model, batch)
     print(f"\n## {name}: {type(model).__name__}, batch {batch_size} x {seq_len} tokens, fp32, training mode")
@@ -69,6 +94,8 @@ def compare(name: str, batch_size: int, seq_len: int, peak: bool) -> None:
           f"{lean.total / stock.total:>11.3f}")
     print("(a lean norm keeps its output, which the next Linear keeps too: those shared bytes move from "
           "'linear inputs' to 'norms')")
+    if time_ratio is not None:
+        print(f"\nforward + backward time, lean / stock: {time_ratio:.2f}x (median of {speed_repeats}, interleaved)")
     if peak:
         del model, batch
         lean_step = (functools.partial(apply_lean, config=LeanConfig()),)
@@ -86,12 +113,14 @@ def main() -> None:
     parser.add_argument("--llama-batch", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--peak", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--speed-repeats", type=int, default=3, help="0 skips the step-time comparison")
     models = ["bert-base", "llama-small"]
     parser.add_argument("--models", nargs="+", choices=models, default=models)
     args = parser.parse_args()
     logging.set_verbosity_error()
     for name in args.models:
-        compare(name, args.bert_batch if name == "bert-base" else args.llama_batch, args.seq_len, args.peak)
+        batch_size = args.bert_batch if name == "bert-base" else args.llama_batch
+        compare(name, batch_size, args.seq_len, args.peak, args.speed_repeats)
 
 
 if __name__ == "__main__":
