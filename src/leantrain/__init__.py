@@ -2,6 +2,9 @@
 
 __version__ = "0.1.0"
 
+from leantrain import optim, schedules
+from leantrain.lean import LeanConfig, apply_lean, lean_modules, remove_lean
+from leantrain.memory import MemoryReport, measure_memory
 from leantrain.sampling import (
     SampledLinear,
     SamplingConfig,
@@ -13,4 +16,3 @@ from leantrain.sampling import (
     sampled_layers,
     sampling_state_dict,
 )
-from leantrain import optim
