@@ -24,3 +24,16 @@ def test_bad_model_and_batch_size_exit_2(capsys):
     assert main(["memory", "no/such/folder", "--no-peak"]) == 2
     assert main(["memory", "bert-tiny", "--batch-size", "0", "--no-peak"]) == 2
     assert "batch_size must be >= 1" in capsys.readouterr().err
+
+
+def test_sampling_and_lora_flags_shrink_what_the_linear_layers_keep(capsys):
+    args = ["memory", "bert-tiny", "--batch-size", "4", "--seq-len", "32", "--no-peak", "--json"]
+    assert main(args) == 0
+    stock = json.loads(capsys.readouterr().out)
+    assert main([*args, "--sampling", "wtacrs", "--budget", "0.25"]) == 0
+    sampled = json.loads(capsys.readouterr().out)
+    assert sampled["sampling"] == "wtacrs" and "SampledLinear" in sampled["saved"]["by_type"]
+    assert sampled["saved"]["total"] < stock["saved"]["total"]
+    assert main([*args, "--lora", "4"]) == 0
+    lora = json.loads(capsys.readouterr().out)
+    assert lora["trainable_parameter_bytes"] < stock["trainable_parameter_bytes"] / 10

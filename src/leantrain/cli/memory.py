@@ -16,6 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd", "none"])
     parser.add_argument("--lean", action="store_true", help="swap in the memory-lean companions (lt.apply_lean)")
+    parser.add_argument("--lora", type=int, default=None, metavar="RANK", help="add LoRA adapters of this rank")
+    parser.add_argument("--sampling", default=None, choices=["crs", "topk", "wtacrs"],
+                        help="sample the 'paper' preset's linear layers (lt.apply_sampling)")
+    parser.add_argument("--budget", type=float, default=0.3, help="sampling budget rho in (0, 1] (default 0.3)")
     parser.add_argument("--peak", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the peak (CPU: a fresh subprocess runs the step; default on)")
     parser.add_argument("--top", type=int, default=10, help="modules listed by name (default 10)")
@@ -24,15 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def conversions(args: argparse.Namespace) -> tuple:
-    """Model conversions in the order they are applied, as picklable callables: the subprocess
-    that measures the CPU peak rebuilds the model and applies the same ones.
-    Extension point: ``--sampling METHOD --budget R`` adds
-    ``functools.partial(apply_sampling, config=SamplingConfig(METHOD, R))`` before the lean one."""
-    import functools
+    """LoRA, sampling and lean conversions as picklable callables: the subprocess that measures the
+    CPU peak rebuilds the model and applies the same ones."""
+    from leantrain.recipes.conversions import conversions as run_conversions
+    from leantrain.sampling import SamplingConfig
 
-    from leantrain.lean import LeanConfig, apply_lean
-
-    return (functools.partial(apply_lean, config=LeanConfig()),) if args.lean else ()
+    sampling = None if args.sampling is None else SamplingConfig(args.sampling, args.budget, seed=args.seed)
+    return run_conversions(args.lora, sampling, args.lean)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,9 +46,12 @@ def run(args: argparse.Namespace) -> int:
     report = measure_memory(model, batch, optimizer, peak=args.peak, peak_builder=spec)
     if args.json:
         print(json.dumps({"model": args.model, "batch_size": args.batch_size, "seq_len": args.seq_len,
-                          "optimizer": args.optimizer, "lean": args.lean, **report.to_dict()}, indent=2))
+                          "optimizer": args.optimizer, "lora": args.lora, "sampling": args.sampling,
+                          "budget": args.budget, "lean": args.lean, **report.to_dict()}, indent=2))
     else:
+        sampling = "off" if args.sampling is None else f"{args.sampling}@{args.budget}"
         print(f"leantrain memory: {args.model}, batch {args.batch_size} x {args.seq_len} tokens, "
-              f"optimizer {args.optimizer}, lean {'on' if args.lean else 'off'}")
+              f"optimizer {args.optimizer}, LoRA {args.lora or 'off'}, sampling {sampling}, "
+              f"lean {'on' if args.lean else 'off'}")
         print(report.to_table(top=args.top))
     return 0

@@ -9,7 +9,6 @@ resumed run continues exactly where the checkpoint left off.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable
@@ -22,11 +21,10 @@ from torch import nn
 from leantrain.data.classification import ClassificationData, load_classification_data
 from leantrain.io import MetricsWriter, load_checkpoint, save_checkpoint
 from leantrain.io.interrupt import StopRequest
-from leantrain.models.lora import apply_lora
 from leantrain.models.pretrained import minilm_path
+from leantrain.recipes.conversions import Conversion, conversions
 from leantrain.sampling import (
     SamplingConfig,
-    apply_sampling,
     load_sampling_state_dict,
     sample_ids,
     sampling_state_dict,
@@ -75,18 +73,9 @@ class FinetuneConfig:
         if self.sampling is not None and not isinstance(self.sampling, SamplingConfig):
             raise ValueError(f"FinetuneConfig.sampling must be a SamplingConfig or None, got {self.sampling!r}")
 
-    def conversions(self) -> tuple[Callable[[nn.Module], object], ...]:
+    def conversions(self) -> tuple[Conversion, ...]:
         """Picklable in-place conversions, in the order they are applied: LoRA, sampling, lean."""
-        steps: list[Callable[[nn.Module], object]] = []
-        if self.mode == "lora":
-            steps.append(functools.partial(apply_lora, rank=self.lora_rank))
-        if self.sampling is not None:
-            steps.append(functools.partial(apply_sampling, config=self.sampling))
-        if self.lean:
-            from leantrain.lean import apply_lean
-
-            steps.append(apply_lean)
-        return tuple(steps)
+        return conversions(self.lora_rank if self.mode == "lora" else None, self.sampling, self.lean)
 
     @property
     def label(self) -> str:
