@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections import defaultdict
 
 import torch
+from timing import interleaved_medians
 
 from leantrain.data.classification import load_classification_data
 from leantrain.memory import measure_memory
@@ -108,19 +108,13 @@ def speed_table(args) -> None:
         optimizer.step()
         return time.perf_counter() - start
 
-    for label in runs:
-        step(label)
-    times = defaultdict(list)
-    for _ in range(args.repeats):
-        for label in runs:
-            times[label].append(step(label))
-    base = statistics.median(times["full"])
+    medians = interleaved_medians(step, runs, args.repeats)
     print(f"\n### Step time (MiniLM-L6, batch 16 x 128, fp32, AdamW, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} interleaved repeats)\n")
     print("| run | median step | vs full |")
     print("|---|---|---|")
-    for label, t in times.items():
-        print(f"| {label} | {statistics.median(t) * 1000:.0f} ms | {statistics.median(t) / base:.2f}x |")
+    for label, t in medians.items():
+        print(f"| {label} | {t * 1000:.0f} ms | {t / medians['full']:.2f}x |")
 
 
 def main() -> None:

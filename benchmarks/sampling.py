@@ -24,6 +24,7 @@ import time
 from collections import defaultdict
 
 import torch
+from timing import interleaved_medians
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging
 
@@ -158,19 +159,13 @@ def speed_table(args) -> None:
         opt.step()
         return time.perf_counter() - start
 
-    for name in runs:  # warm-up
-        step(name)
-    times = defaultdict(list)
-    for _ in range(args.repeats):
-        for name in runs:  # interleaved, so machine load hits every run alike
-            times[name].append(step(name))
-    base = statistics.median(times["exact"])
+    medians = interleaved_medians(step, runs, args.repeats)
     print(f"\n## Step time (MiniLM-L6, batch {args.batch_size} x {args.seq_len}, fp32, AdamW, "
           f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved repeats)\n")
     print("| run | median step | vs exact |")
     print("|---|---|---|")
-    for name, t in times.items():
-        print(f"| {name} | {statistics.median(t) * 1000:.0f} ms | {statistics.median(t) / base:.3f} |")
+    for name, t in medians.items():
+        print(f"| {name} | {t * 1000:.0f} ms | {t / medians['exact']:.3f} |")
 
 
 def main() -> None:

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from leantrain.module_names import name_matcher
+
 PRESETS = ("all-linear",)
-
-
-def _matcher(targets: Sequence[str]):
-    patterns = []
-    for pattern in targets:
-        if not isinstance(pattern, str) or not pattern:
-            raise ValueError(f"targets: pattern {pattern!r} must be a non-empty string")
-        try:
-            patterns.append((pattern, re.compile(pattern)))
-        except re.error as error:
-            raise ValueError(f"targets: pattern {pattern!r} is not a valid regular expression: {error}") from None
-    return lambda name: any(name == p or name.endswith("." + p) or rx.fullmatch(name) for p, rx in patterns)
 
 
 def param_groups(
@@ -45,7 +34,7 @@ def param_groups(
             raise ValueError(f"targets={targets!r} is not a preset {PRESETS}; pass a list of module-name patterns")
         selected = lambda name: True  # noqa: E731
     else:
-        selected = _matcher(list(targets))
+        selected = name_matcher(list(targets))
 
     output_embedding = getattr(model, "get_output_embeddings", lambda: None)()
     excluded = {id(module.weight) for module in model.modules() if isinstance(module, nn.Embedding)}

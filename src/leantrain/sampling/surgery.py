@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from leantrain.module_names import name_matcher
 from leantrain.sampling.config import SamplingConfig
 from leantrain.sampling.layers import SampledLinear
 from leantrain.sampling.sampler import RowSampler
@@ -42,22 +43,6 @@ def _is_convertible(module: nn.Module) -> bool:
     return type(module) in linear_types() or isinstance(module, SampledLinear)
 
 
-def _pattern_matcher(patterns: Sequence[str]):
-    compiled = []
-    for pattern in patterns:
-        if not isinstance(pattern, str) or not pattern:
-            raise ValueError(f"targets: pattern {pattern!r} must be a non-empty string")
-        try:
-            compiled.append((pattern, re.compile(pattern)))
-        except re.error as error:
-            raise ValueError(f"targets: pattern {pattern!r} is not a valid regular expression: {error}") from None
-
-    def matches(name: str) -> bool:
-        return any(name == p or name.endswith("." + p) or rx.fullmatch(name) for p, rx in compiled)
-
-    return matches
-
-
 def find_targets(model: nn.Module, targets: str | Sequence[str] = "paper") -> list[str]:
     """Names of the linear layers ``targets`` selects.
 
@@ -83,7 +68,7 @@ def find_targets(model: nn.Module, targets: str | Sequence[str] = "paper") -> li
                 if model.get_submodule(name).weight.requires_grad and model.get_submodule(name) is not output
             ]
     else:
-        matches = _pattern_matcher(list(targets))
+        matches = name_matcher(list(targets))
         chosen = [name for name in names if matches(name)]
     if not chosen:
         sample = ", ".join(names[:6]) or "none"

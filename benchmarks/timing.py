@@ -1,0 +1,20 @@
+"""Side-by-side timing for the benchmarks: one warm-up call per run, then interleaved repeats, so
+load on the shared machine hits every run alike; the median of each run is reported."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+
+def interleaved_medians(step: Callable[[str], float], names: Iterable[str], repeats: int) -> dict[str, float]:
+    """``step(name)`` runs one timed step of run ``name`` and returns its seconds."""
+    names = list(names)
+    for name in names:
+        step(name)
+    times: dict[str, list[float]] = defaultdict(list)
+    for _ in range(repeats):
+        for name in names:
+            times[name].append(step(name))
+    return {name: statistics.median(times[name]) for name in names}
