@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
 from torch import Tensor, nn
 
 from leantrain.memory.saved_tensors import storage_key
@@ -29,15 +28,6 @@ def buffer_bytes(model: nn.Module) -> int:
 
 def gradient_bytes(model: nn.Module) -> int:
     return unique_storage_bytes(p.grad for p in model.parameters() if p.grad is not None)
-
-
-def optimizer_state_bytes(optimizer: torch.optim.Optimizer | None) -> int:
-    """Bytes of every tensor in ``optimizer.state`` (moments, step counters, low-rank projectors...)."""
-    if optimizer is None:
-        return 0
-    return unique_storage_bytes(
-        value for state in optimizer.state.values() for value in state.values() if isinstance(value, Tensor)
-    )
 
 
 def batch_bytes(batch: dict[str, Tensor] | Tensor) -> int:

@@ -20,12 +20,15 @@ def _tensors(value: Any) -> Iterable[Tensor]:
             yield from _tensors(item)
 
 
-def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of the storages behind every tensor in ``optimizer.state``, each storage counted once.
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer | None) -> int:
+    """Bytes of the storages behind every tensor in ``optimizer.state``, each storage counted once
+    (0 for no optimizer).
 
     Includes tensors an optimizer shares across parameters where it reports them through
     ``shared_tensors()`` (DCTAdamW's one basis per size). Python numbers (step counters) are not counted.
     """
+    if optimizer is None:
+        return 0
     tensors = [*_tensors(list(optimizer.state.values())), *getattr(optimizer, "shared_tensors", list)()]
     storages = {}
     for tensor in tensors:
