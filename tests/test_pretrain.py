@@ -101,3 +101,27 @@ def test_cli_pretrains_on_user_text_files(tmp_path, capsys):
     assert [r["step"] for r in records if "val_loss" in r] == [4, 8, 10]
     lrs = {r["step"]: r["lr"] for r in records if "lr" in r}
     assert lrs[1] == lrs[9] == 3e-3 and lrs[10] < lrs[9]  # Power: capped at eta_max, then its decay
+
+
+@pytest.mark.parametrize("optimizer", ["galore", "fira", "frugal", "dct"])
+def test_low_rank_optimizers_pretrain_and_resume_exactly(tmp_path, optimizer):
+    changes = {"optimizer": optimizer, "rank": 8, "update_proj_gap": 3}
+    pretrain(tiny(tmp_path, "straight", **changes), show_bar=False)
+    config = tiny(tmp_path, "resumed", **changes)
+
+    def crash_after_step_6(record):
+        if record["step"] == 6 and "loss" in record:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        pretrain(config, show_bar=False, on_log=crash_after_step_6)
+    pretrain(config, resume=True, show_bar=False)
+    straight = read_metrics(tmp_path / "straight" / "metrics.jsonl")
+    assert read_metrics(tmp_path / "resumed" / "metrics.jsonl") == straight
+    losses = [r["loss"] for r in straight if "loss" in r]
+    assert losses[-1] < losses[0]
+
+
+def test_unknown_optimizer_is_named():
+    with pytest.raises(ValueError, match="optimizer"):
+        PretrainConfig(optimizer="lion")

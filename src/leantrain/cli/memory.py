@@ -14,7 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "minilm, or a HF model folder")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd", "none"])
+    parser.add_argument("--optimizer", default="adamw",
+                        choices=["adamw", "sgd", "galore", "fira", "frugal", "dct", "none"])
+    parser.add_argument("--rank", type=int, default=128, help="rank of the low-rank optimizers (default 128)")
     parser.add_argument("--lean", action="store_true", help="swap in the memory-lean companions (lt.apply_lean)")
     parser.add_argument("--lora", type=int, default=None, metavar="RANK", help="add LoRA adapters of this rank")
     parser.add_argument("--sampling", default=None, choices=["crs", "topk", "wtacrs"],
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from leantrain.memory import measure_memory
     from leantrain.memory.spec import StepSpec
 
-    spec = StepSpec(args.model, args.batch_size, args.seq_len, args.optimizer, conversions(args), args.seed)
+    spec = StepSpec(args.model, args.batch_size, args.seq_len, args.optimizer, conversions(args), args.seed,
+                    args.rank)
     model, batch, optimizer = spec()
     report = measure_memory(model, batch, optimizer, peak=args.peak, peak_builder=spec)
     if args.json:

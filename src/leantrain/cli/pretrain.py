@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=float, default=2e6, help="training token budget (default 2e6)")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--optim", default="adamw", choices=["adamw", "sgd", "galore", "fira", "frugal", "dct"],
+                        help="optimizer; the low-rank ones keep Adam's states of linear weights in rank --rank")
+    parser.add_argument("--rank", type=int, default=128)
+    parser.add_argument("--update-proj-gap", type=int, default=200, help="low-rank subspace refresh interval")
     parser.add_argument("--schedule", default="wsd", choices=[s for s in SCHEDULES if s != "refined"])
     parser.add_argument("--warmup-steps", type=_steps_or_fraction, default=0.05, help="steps or fraction")
     parser.add_argument("--decay-steps", type=_steps_or_fraction, default=0.2, help="wsd/power: steps or fraction")
@@ -50,13 +54,14 @@ def run(args: argparse.Namespace) -> int:
     config = PretrainConfig(
         output_dir=args.output_dir, corpus=corpus, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
         size=args.size, seq_len=args.seq_len, batch_size=args.batch_size, grad_accum=args.grad_accum,
-        tokens=int(args.tokens), lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
+        tokens=int(args.tokens), lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optim, rank=args.rank,
+        update_proj_gap=args.update_proj_gap, schedule=args.schedule,
         warmup_steps=args.warmup_steps, decay_steps=args.decay_steps, decay=args.decay,
         min_lr_ratio=args.min_lr_ratio, power_a=args.power_a, power_b=args.power_b,
         hard_fraction=args.hard_fraction, eval_every=args.eval_every, save_every=args.save_every, seed=args.seed,
         max_chars=args.max_chars)
     print(f"leantrain pretrain: Llama {config.size} on {corpus}, {config.total_steps} updates of "
-          f"{config.tokens_per_step:,} tokens, schedule {config.schedule}, peak lr {config.lr:g}")
+          f"{config.tokens_per_step:,} tokens, {config.optimizer}, schedule {config.schedule}, peak lr {config.lr:g}")
     result = pretrain(config, resume=args.resume,
                       on_log=lambda r: print(f"step {r['step']:>6}  val_loss {r['val_loss']:.4f}", flush=True)
                       if "val_loss" in r else None)

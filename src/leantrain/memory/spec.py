@@ -13,19 +13,19 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-OPTIMIZERS = ("adamw", "sgd", "none")
+from leantrain.optim.factory import OPTIMIZERS as TRAINING_OPTIMIZERS
+from leantrain.optim.factory import build_optimizer
+
+OPTIMIZERS = (*TRAINING_OPTIMIZERS, "none")
 
 
-def make_optimizer(name: str, model: nn.Module, lr: float = 1e-4) -> torch.optim.Optimizer | None:
-    """AdamW (two fp32 moments per trainable parameter), plain SGD (no state), or none."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
+def make_optimizer(name: str, model: nn.Module, lr: float = 1e-4, rank: int = 128) -> torch.optim.Optimizer | None:
+    """Any of ``leantrain.optim.OPTIMIZERS`` (AdamW, SGD, the low-rank ones at ``rank``) by name, or none."""
     if name == "none":
         return None
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    if name not in TRAINING_OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    return build_optimizer(name, model, lr=lr, rank=rank)
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class StepSpec:
     optimizer: str = "adamw"
     conversions: tuple[Callable[[nn.Module], object], ...] = ()
     seed: int = 0
+    rank: int = 128
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -55,4 +56,4 @@ class StepSpec:
         for convert in self.conversions:
             convert(model)
         return model, random_batch(model, self.batch_size, self.seq_len, self.seed), make_optimizer(
-            self.optimizer, model)
+            self.optimizer, model, rank=self.rank)

@@ -2,6 +2,7 @@
 
 from leantrain.optim.base import LowRankOptimizer
 from leantrain.optim.dct import DCTAdamW
+from leantrain.optim.factory import OPTIMIZERS, build_optimizer
 from leantrain.optim.fira import FiraAdamW
 from leantrain.optim.frugal import FrugalAdamW
 from leantrain.optim.galore import GaLoreAdamW
@@ -9,11 +10,13 @@ from leantrain.optim.param_groups import param_groups
 from leantrain.optim.state_bytes import optimizer_state_bytes
 
 __all__ = [
+    "OPTIMIZERS",
     "DCTAdamW",
     "FiraAdamW",
     "FrugalAdamW",
     "GaLoreAdamW",
     "LowRankOptimizer",
+    "build_optimizer",
     "optimizer_state_bytes",
     "param_groups",
 ]

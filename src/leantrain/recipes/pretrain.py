@@ -31,6 +31,7 @@ from leantrain.data.token_windows import TokenWindows
 from leantrain.data.tokenizer import cached_tokenizer, load_tokenizer
 from leantrain.io import MetricsWriter, load_checkpoint, save_checkpoint
 from leantrain.models.llama_sizes import LLAMA_SIZES, build_llama
+from leantrain.optim.factory import OPTIMIZERS, build_optimizer
 from leantrain.schedules import SCHEDULES, build, options_for
 
 
@@ -57,6 +58,9 @@ class PretrainConfig:
     lr: float = 3e-3
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    optimizer: str = "adamw"
+    rank: int = 128
+    update_proj_gap: int = 200
     schedule: str = "wsd"
     warmup_steps: int | float = 0.05
     decay_steps: int | float = 0.2
@@ -74,6 +78,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         _require(self.size in LLAMA_SIZES, "size", self.size, f"one of {', '.join(LLAMA_SIZES)}")
+        _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
         _require(self.schedule in SCHEDULES and self.schedule != "refined", "schedule", self.schedule,
                  f"one of {', '.join(s for s in SCHEDULES if s != 'refined')}")
         for name in ("seq_len", "batch_size", "grad_accum", "eval_every", "eval_batches", "save_every"):
@@ -163,11 +168,8 @@ def pretrain(config: PretrainConfig, resume: bool = False, show_bar: bool = True
     val_batches = data.val_batches(config.batch_size, config.eval_batches)
     torch.manual_seed(config.seed)
     model = build_llama(config.size, vocab_size, config.seq_len).train()
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        (decay if parameter.dim() >= 2 else no_decay).append(parameter)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+    optimizer = build_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay,
+                                betas=(0.9, 0.95), rank=config.rank, update_proj_gap=config.update_proj_gap)
     total_steps = config.total_steps
     scheduler = build(config.schedule, optimizer, total_steps=total_steps,
                       warmup_steps=config.steps(config.warmup_steps), min_lr_ratio=config.min_lr_ratio,

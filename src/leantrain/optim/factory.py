@@ -1,0 +1,48 @@
+"""build_optimizer: any of the project's optimizers by name, for recipes and the command line.
+
+Weight decay goes to matrices only (embeddings and linear weights), never to norms and biases.
+The low-rank optimizers get ``param_groups``' split: linear weights in the rank-``rank`` group,
+everything else in plain AdamW.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from leantrain.optim.dct import DCTAdamW
+from leantrain.optim.fira import FiraAdamW
+from leantrain.optim.frugal import FrugalAdamW
+from leantrain.optim.galore import GaLoreAdamW
+from leantrain.optim.param_groups import param_groups
+
+LOW_RANK = {"galore": GaLoreAdamW, "fira": FiraAdamW, "frugal": FrugalAdamW, "dct": DCTAdamW}
+OPTIMIZERS = ("adamw", "sgd", *LOW_RANK)
+
+
+def _split_decay(groups: list[dict], weight_decay: float) -> list[dict]:
+    out = []
+    for group in groups:
+        if "rank" in group:
+            out.append({**group, "weight_decay": weight_decay})
+            continue
+        matrices = [p for p in group["params"] if p.dim() >= 2]
+        vectors = [p for p in group["params"] if p.dim() < 2]
+        out += [g for g in ({**group, "params": matrices, "weight_decay": weight_decay},
+                            {**group, "params": vectors, "weight_decay": 0.0}) if g["params"]]
+    return out
+
+
+def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0,
+                    betas: tuple[float, float] = (0.9, 0.999), rank: int = 128,
+                    update_proj_gap: int = 200) -> torch.optim.Optimizer:
+    """``name``: one of OPTIMIZERS. ``rank`` and ``update_proj_gap`` matter for the low-rank ones."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer={name!r} is not one of {OPTIMIZERS}")
+    if name in LOW_RANK:
+        groups = param_groups(model, rank=rank, update_proj_gap=update_proj_gap)
+        return LOW_RANK[name](_split_decay(groups, weight_decay), lr=lr, betas=betas)
+    groups = _split_decay([{"params": [p for p in model.parameters() if p.requires_grad]}], weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
