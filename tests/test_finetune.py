@@ -49,6 +49,13 @@ def test_full_finetuning_learns_a_separable_task(tiny_model, csv_data, run):
     assert train(tiny_model, csv_data, run).accuracy == 1.0
 
 
+def test_full_finetuning_with_a_low_rank_optimizer(tiny_model, csv_data):
+    config = FinetuneConfig(model=tiny_model, data=csv_data, epochs=4, batch_size=8, seq_len=16, lr=1e-2,
+                            optimizer="fira", rank=8)
+    losses = run_finetune(config, show_bar=False).train_loss_by_epoch
+    assert losses[-1] < losses[0], losses
+
+
 @pytest.mark.parametrize("run", ["lora", "lora+wtacrs@0.3", "lora+topk@0.5"])
 def test_lora_finetuning_lowers_the_training_loss(tiny_model, csv_data, run):
     losses = train(tiny_model, csv_data, run).train_loss_by_epoch

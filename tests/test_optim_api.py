@@ -177,3 +177,15 @@ def test_state_bytes_count_shared_storage_once():
     buffer = torch.zeros(16)
     optimizer.state[weight] = {"a": buffer, "b": buffer[:8], "step": 3, "nested": [buffer.view(4, 4)]}
     assert lo.optimizer_state_bytes(optimizer) == 16 * 4
+
+
+def test_all_linear_keeps_a_classification_head_in_the_plain_group():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from leantrain.optim import param_groups
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=64, num_labels=3))
+    plain, low_rank = param_groups(model, rank=4)
+    assert any(p is model.classifier.weight for p in plain["params"])
+    assert not any(p is model.classifier.weight for p in low_rank["params"])

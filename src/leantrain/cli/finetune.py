@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--optim", default="adamw", choices=["adamw", "sgd", "galore", "fira", "frugal", "dct"])
+    parser.add_argument("--rank", type=int, default=128, help="rank of the low-rank optimizers (default 128)")
     parser.add_argument("--max-train", type=int, default=None, help="use only the first N training examples")
     parser.add_argument("--max-test", type=int, default=None, help="use only the first N test examples")
     parser.add_argument("--seed", type=int, default=0)
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     base = FinetuneConfig(
         model=args.model, data=args.data, test_data=args.test_data, text_column=args.text_column,
         label_column=args.label_column, epochs=args.epochs, batch_size=args.batch_size, seq_len=args.seq_len,
-        lr=args.lr, lora_rank=args.lora_rank, max_train_examples=args.max_train,
+        lr=args.lr, lora_rank=args.lora_rank, optimizer=args.optim, rank=args.rank, max_train_examples=args.max_train,
         max_test_examples=args.max_test, seed=args.seed,
         sampling=SamplingConfig(importance=args.importance),
     )

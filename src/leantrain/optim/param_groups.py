@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from leantrain.models.lora import TASK_HEADS
 from leantrain.module_names import name_matcher
 
 PRESETS = ("all-linear",)
@@ -21,8 +22,9 @@ def param_groups(
     The low-rank group gets the 2-D weights of the linear layers (``nn.Linear`` and HF GPT-2 ``Conv1D``)
     that ``targets`` selects: "all-linear", or module-name patterns (a pattern matches a name it equals,
     a dotted suffix of it, or a regular expression matching all of it). Everything else that trains —
-    embeddings, norms, biases and the LM head / output embedding (also when tied) — goes to the plain
-    group. ``low_rank_options`` are further group keys (``update_proj_gap``, ``scale``, ``proj_type``, …).
+    embeddings, norms, biases, the LM head / output embedding (also when tied) and, with "all-linear",
+    a classification head (``classifier``, ``score``) — goes to the plain group. ``low_rank_options``
+    are further group keys (``update_proj_gap``, ``scale``, ``proj_type``, …).
     Parameters with ``requires_grad=False`` (a PEFT base model) are left out.
     """
     if not isinstance(model, nn.Module):
@@ -32,7 +34,7 @@ def param_groups(
     if isinstance(targets, str):
         if targets not in PRESETS:
             raise ValueError(f"targets={targets!r} is not a preset {PRESETS}; pass a list of module-name patterns")
-        selected = lambda name: True  # noqa: E731
+        selected = lambda name: name.split(".")[0] not in TASK_HEADS  # noqa: E731
     else:
         selected = name_matcher(list(targets))
 

@@ -22,6 +22,7 @@ from leantrain.data.classification import ClassificationData, load_classificatio
 from leantrain.io import MetricsWriter, load_checkpoint, save_checkpoint
 from leantrain.io.interrupt import StopRequest
 from leantrain.models.pretrained import minilm_path
+from leantrain.optim.factory import OPTIMIZERS, build_optimizer
 from leantrain.recipes.conversions import Conversion, conversions
 from leantrain.sampling import (
     SamplingConfig,
@@ -53,11 +54,15 @@ class FinetuneConfig:
     seq_len: int = 128
     lr: float = 5e-4
     weight_decay: float = 0.01
+    optimizer: str = "adamw"
+    rank: int = 128
     max_train_examples: int | None = None
     max_test_examples: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"FinetuneConfig.optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
         if self.mode not in MODES:
             raise ValueError(f"FinetuneConfig.mode={self.mode!r} is not one of {MODES}")
         for name in ("epochs", "batch_size", "seq_len", "lora_rank"):
@@ -241,7 +246,8 @@ def run_finetune(
     test_labels = torch.tensor([e.label for e in test])
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = build_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay,
+                                rank=config.rank)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / total_steps)
