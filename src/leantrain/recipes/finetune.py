@@ -138,6 +138,7 @@ def load_classifier(model: str, num_labels: int) -> tuple[nn.Module, object]:
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"model {model!r}: {str(folder)!r} is not an HF model folder (no config.json)")
     logging.set_verbosity_error()  # the new head's "newly initialized" notice is expected
+    logging.disable_progress_bar()
     classifier = AutoModelForSequenceClassification.from_pretrained(
         folder, num_labels=num_labels, attn_implementation="eager", ignore_mismatched_sizes=True
     )
