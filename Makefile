@@ -32,4 +32,5 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/sampling.py
 	$(PY) benchmarks/optim_step.py
+	$(PY) benchmarks/optim_loss.py
 	$(PY) benchmarks/finetune.py
