@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 
 NAME = "finetune"
-HELP = "fine-tune a sequence classifier (default: MiniLM-L6 on BBC News, full vs WTA-CRS@0.3)"
+HELP = "fine-tune a sequence classifier (default: MiniLM-L6 on BBC News, full vs WTA-CRS@0.3 [+ lean])"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", default="full,full+wtacrs@0.3",
+    parser.add_argument("--runs", default="full,full+wtacrs@0.3,full+wtacrs@0.3+lean",
                         help="comma-separated runs: MODE[+METHOD@BUDGET][+lean], MODE in full|lora "
-                             "(default: full,full+wtacrs@0.3)")
+                             "(default: full,full+wtacrs@0.3,full+wtacrs@0.3+lean)")
     parser.add_argument("--model", default="minilm", help='"minilm" (offline) or a local HF model folder')
     parser.add_argument("--data", default="bbc", help='"bbc" (offline), a .csv/.jsonl file, or hf:NAME')
     parser.add_argument("--test-data", default=None, help="a separate .csv/.jsonl test file")
