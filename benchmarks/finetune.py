@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
-from timing import interleaved_medians
+from timing import interleaved_medians, timed_training_step
 
 from leantrain.data.classification import load_classification_data
 from leantrain.memory import measure_memory
@@ -101,15 +100,7 @@ def speed_table(args) -> None:
         runs[parse_run(spec, FinetuneConfig()).label] = (model.train(), make_optimizer("adamw", model))
     batch = random_batch(next(iter(runs.values()))[0], 16, 128, args.seed)
 
-    def step(label: str) -> float:
-        model, optimizer = runs[label]
-        optimizer.zero_grad()
-        start = time.perf_counter()
-        model(**batch).loss.backward()
-        optimizer.step()
-        return time.perf_counter() - start
-
-    medians = interleaved_medians(step, runs, args.repeats)
+    medians = interleaved_medians(lambda label: timed_training_step(*runs[label], batch), runs, args.repeats)
     print(f"\n### Step time (MiniLM-L6, batch 16 x 128, fp32, AdamW, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} interleaved repeats)\n")
     print("| run | median step | vs full |")

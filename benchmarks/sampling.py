@@ -20,11 +20,10 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 from collections import defaultdict
 
 import torch
-from timing import interleaved_medians
+from timing import interleaved_medians, timed_training_step
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging
 
@@ -150,16 +149,8 @@ def speed_table(args) -> None:
         runs[f"WTA-CRS@{budget}"] = sampled
     optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-5) for k, m in runs.items()}
 
-    def step(name):
-        m, opt = runs[name], optimizers[name]
-        m.train()
-        opt.zero_grad()
-        start = time.perf_counter()
-        m(**batch).loss.backward()
-        opt.step()
-        return time.perf_counter() - start
-
-    medians = interleaved_medians(step, runs, args.repeats)
+    medians = interleaved_medians(lambda name: timed_training_step(runs[name], optimizers[name], batch), runs,
+                                  args.repeats)
     print(f"\n## Step time (MiniLM-L6, batch {args.batch_size} x {args.seq_len}, fp32, AdamW, "
           f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved repeats)\n")
     print("| run | median step | vs exact |")
