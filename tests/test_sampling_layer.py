@@ -123,6 +123,18 @@ def test_seeded_runs_reproduce_and_different_seeds_differ():
     assert not torch.equal(weight_grad(3), weight_grad(4))
 
 
+def test_a_draw_is_seeded_by_backward_passes_so_a_rerun_before_backward_draws_the_same_rows():
+    _, sampled = converted_pair("wtacrs", budget=0.2, importance="norm")
+    x = torch.randn(8, 16, 16, generator=torch.Generator().manual_seed(5))
+    sampler = sampled[0].sampler
+    first, rerun = sampler.draw(x), sampler.draw(x)  # as activation recompute reruns a forward
+    assert torch.equal(first.indices, rerun.indices) and torch.equal(first.weights, rerun.weights)
+    sampled(x).sum().backward()
+    after_backward = sampler.draw(x)
+    assert sampler.backward_passes == 1
+    assert not torch.equal(after_backward.indices, first.indices)
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("budget", 0.0), ("budget", 1.5), ("budget", float("nan")), ("budget", True), ("method", "random"),

@@ -22,9 +22,9 @@ from leantrain.lean.replacement import LeanReplacement
 MLP_CLASS_SUFFIXES = ("MLP", "Intermediate", "DenseActDense", "DenseGatedActDense")
 ATTENTION_CLASS_SUFFIXES = ("Attention",)
 _CACHE_ARGUMENTS = ("cache", "past_key_values", "past_key_value", "layer_past")
-# packages whose modules replay identically when rerun with the same RNG state; a module from
-# elsewhere (e.g. a sampled linear layer drawing rows from its own generator) would not
-_REPLAYABLE_PACKAGES = ("torch.", "transformers.", "peft.", "leantrain.lean.")
+# packages whose modules replay identically when rerun with the same RNG state before their backward
+# (sampled layers too: they seed each draw by their backward-pass count, sampling/sampler.py)
+_REPLAYABLE_PACKAGES = ("torch.", "transformers.", "peft.", "leantrain.lean.", "leantrain.sampling.")
 
 
 class RecomputedModule(LeanReplacement):

@@ -5,8 +5,9 @@ RMSNorms, MLP blocks, activations after a Linear) and share their parameter obje
 ``attn_implementation``; the chunked LM loss is an instance-level ``forward``. Like PEFT's
 inject/unload and torchao's ``quantize_(model, config, filter_fn)``.
 
-With sampled layers (``lt.apply_sampling``), apply those first: MLP blocks holding them are then
-not recomputed (a rerun would draw other rows), and the other companions compose as usual.
+With sampled layers (``lt.apply_sampling``), apply those first. Blocks holding them are recomputed
+too: a rerun before the backward draws the same rows (sampling/sampler.py); with
+``importance="cached"``, run the backward inside ``lt.sample_ids`` as well.
 """
 
 from __future__ import annotations

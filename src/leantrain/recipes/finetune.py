@@ -275,9 +275,9 @@ def run_finetune(
                 for step in range(first_step, steps_per_epoch):
                     ids = order[step * config.batch_size:(step + 1) * config.batch_size]
                     optimizer.zero_grad(set_to_none=True)
-                    with sample_ids(model, ids):
+                    with sample_ids(model, ids):  # backward too: recomputed blocks draw their rows there
                         loss = model(**{k: v[ids] for k, v in train_inputs.items()}, labels=train_labels[ids]).loss
-                    loss.backward()
+                        loss.backward()
                     optimizer.step()
                     schedule.step()
                     loss_sum += loss.item()

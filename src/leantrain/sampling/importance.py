@@ -119,8 +119,9 @@ class CachedGradNorms:
     def _checked(sample_ids: Tensor | None, batch: int) -> Tensor:
         if sample_ids is None:
             raise ValueError(
-                "importance='cached' needs sample ids: run the forward pass inside "
-                "`with leantrain.sample_ids(model, ids):` with one integer id per example"
+                "importance='cached' needs sample ids: run the forward pass (and the backward pass, where "
+                "lean recompute reruns blocks) inside `with leantrain.sample_ids(model, ids):` with one "
+                "integer id per example"
             )
         ids = sample_ids.detach().to("cpu", torch.long).flatten()
         if ids.numel() != batch:

@@ -14,9 +14,11 @@ class RowSampler:
     """Chooses, in the forward pass, which input rows one layer keeps for its weight gradient.
 
     ``name`` is the module's name in its model, used in error messages. With ``config.seed`` set,
-    the layer draws from its own generator seeded with ``(seed, index, rank)``, so runs reproduce
-    and, under torch.distributed, every rank draws its own rows (the rank is read at the first
-    draw, after the process group exists). The mean of the ranks' unbiased estimates is unbiased.
+    each draw comes from a generator seeded with ``(seed, index, rank, backward passes so far)``:
+    runs reproduce; under torch.distributed every rank draws its own rows (the mean of the ranks'
+    unbiased estimates is unbiased); and a forward rerun before its backward (activation recompute,
+    ``torch.utils.checkpoint``, ``lt.apply_lean``) draws the same rows as the first run. With no
+    seed, draws use torch's global generator, whose state checkpointing restores for the rerun.
     """
 
     def __init__(self, config: SamplingConfig, name: str = "", index: int = 0) -> None:
@@ -25,17 +27,19 @@ class RowSampler:
         self.source = make_source(config.importance)
         self.index = index
         self.sample_ids: Tensor | None = None  # set by leantrain.sample_ids(model, ids)
+        self.backward_passes = 0  # of draws made; seeds the next draw
         self._generators: dict[torch.device, torch.Generator] = {}
 
     def generator(self, device: torch.device) -> torch.Generator | None:
+        """The generator for the current draw, seeded afresh (see the class docstring); None: global."""
         if self.config.seed is None:
             return None
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank = torch.distributed.get_rank() if distributed else 0
         if device not in self._generators:
-            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-            rank = torch.distributed.get_rank() if distributed else 0
-            seed = hash((self.config.seed, self.index, rank)) % 2**63
-            self._generators[device] = torch.Generator(device=device).manual_seed(seed)
-        return self._generators[device]
+            self._generators[device] = torch.Generator(device=device)
+        return self._generators[device].manual_seed(hash((self.config.seed, self.index, rank, self.backward_passes))
+                                                    % 2**63)
 
     def keeps_all_rows(self, x: Tensor) -> bool:
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
@@ -57,27 +61,24 @@ class RowSampler:
                            self.generator(norms.device))
 
     def observe(self, grad_output: Tensor, sample_ids: Tensor | None) -> None:
-        """Let a stateful importance source learn from this step's output-gradient row norms."""
+        """Called once per backward pass of the layer: count it (the next draw gets a new seed) and
+        let a stateful importance source learn from this step's output-gradient row norms."""
+        self.backward_passes += 1
         if not self.source.needs_grad_norms:
             return
         norms = torch.linalg.vector_norm(grad_output, dim=-1, dtype=torch.float32)
         self.source.observe(norms.reshape(grad_output.shape[0], -1), sample_ids)
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Generator states (one per device used) and the importance source's learnt state."""
+        """The backward-pass count (which seeds the draws) and the importance source's learnt state."""
         state = {f"source.{k}": v for k, v in self.source.state_dict().items()}
-        for device, generator in self._generators.items():
-            state[f"generator.{device}"] = generator.get_state()
+        state["backward_passes"] = torch.tensor(self.backward_passes, dtype=torch.int64)
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.source.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("source.")})
-        for key, value in state.items():
-            if key.startswith("generator."):
-                device = torch.device(key[len("generator."):])
-                generator = self.generator(device)
-                if generator is not None:
-                    generator.set_state(value)
+        if "backward_passes" in state:
+            self.backward_passes = int(state["backward_passes"])
 
     def __repr__(self) -> str:
         c = self.config
