@@ -5,7 +5,8 @@
    accounting (parameters, gradients, optimizer states, bytes saved for backward) and the CPU
    peak of the step measured in a fresh subprocess (DESIGN.md). The largest batch that fits a
    budget comes from the peaks at batch 16 and 64 (peak is affine in the batch size).
-2. accuracy — test accuracy on BBC News (MiniLM-L6, 1 epoch), 3 seeds, mean ± std.
+2. accuracy — test accuracy on BBC News (MiniLM-L6, ``--epochs``, ``--max-train`` articles; 0 = all),
+   3 seeds, mean ± std.
 3. speed — one training step of each column relative to full fine-tuning, interleaved repeats.
 
 Run:  .venv/bin/python benchmarks/finetune.py [--only memory|accuracy|speed]
@@ -70,9 +71,11 @@ def memory_table(args) -> None:
 
 def accuracy_table(args) -> None:
     data = load_classification_data("bbc")
-    n_train = min(args.max_train, len(data.train))
+    max_train = args.max_train or None
+    n_train = min(max_train or len(data.train), len(data.train))
     print(f"\n### Test accuracy on BBC News (MiniLM-L6, {n_train} training / {len(data.test)} test articles, "
-          f"1 epoch, batch 16 x 128, lr {args.lr:g} (LoRA {args.lora_lr:g}), seeds {list(range(args.seeds))})\n")
+          f"{args.epochs} epoch(s), batch 16 x 128, lr {args.lr:g} (LoRA {args.lora_lr:g}), "
+          f"seeds {list(range(args.seeds))})\n")
     print("| run | accuracy (mean ± std) | vs first row | per seed |")
     print("|---|---|---|---|")
     base = None
@@ -80,7 +83,8 @@ def accuracy_table(args) -> None:
         accuracies = []
         lr = args.lora_lr if spec.startswith("lora") else args.lr
         for seed in range(args.seeds):
-            config = parse_run(spec, FinetuneConfig(max_train_examples=args.max_train, seed=seed, lr=lr))
+            config = parse_run(spec, FinetuneConfig(max_train_examples=max_train, epochs=args.epochs, seed=seed,
+                                                        lr=lr))
             accuracies.append(100 * run_finetune(config, data=data, show_bar=False).accuracy)
         mean = statistics.fmean(accuracies)
         base = base if base is not None else mean
@@ -117,7 +121,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--budget-gib", type=float, default=8.0)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--max-train", type=int, default=600)
+    parser.add_argument("--max-train", type=int, default=600, help="training articles (0: all 1,702)")
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--lora-lr", type=float, default=5e-3, help="LoRA trains far fewer weights: a larger lr")
     parser.add_argument("--columns", nargs="+", default=None, help="accuracy columns (default: all)")
