@@ -1,30 +1,33 @@
 """Low-rank optimizers vs AdamW in pretraining: final validation loss and optimizer-state bytes.
 
 The pretraining recipe on the King James Bible (offline), a small Llama-style model, equal
-steps, the same schedule (WSD) and the same rank for every low-rank optimizer. State bytes are
-counted after one step of the same model (``leantrain.optim.optimizer_state_bytes``).
+steps, the same schedule (WSD) and peak learning rate, and the same rank for every low-rank
+optimizer; several seeds (model initialisation and batch order). State bytes are counted after
+one step of the same model (``leantrain.optim.optimizer_state_bytes``). One BPE tokenizer, trained
+on the corpus by the first run, is shared by all runs.
 
-Run:  .venv/bin/python benchmarks/optim_loss.py [--size 1m] [--tokens 300000] [--rank 32]
+Run:  .venv/bin/python -u benchmarks/optim_loss.py [--size 5m] [--vocab 2048] [--tokens 600000]
+          [--rank 48] [--seeds 0 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
+from pathlib import Path
 
 import torch
 
 from leantrain.models.llama_sizes import build_llama
-from leantrain.optim import build_optimizer, optimizer_state_bytes
+from leantrain.optim import OPTIMIZERS, build_optimizer, optimizer_state_bytes
 from leantrain.recipes.pretrain import PretrainConfig, pretrain
 
-OPTIMIZERS = ("adamw", "galore", "fira", "frugal", "dct")
 
-
-def state_bytes(name: str, size: str, vocab: int, seq_len: int, rank: int) -> int:
+def state_bytes(name: str, args: argparse.Namespace) -> int:
     torch.manual_seed(0)
-    model = build_llama(size, vocab, seq_len)
-    optimizer = build_optimizer(name, model, lr=1e-3, rank=rank)
+    model = build_llama(args.size, args.vocab, args.seq_len)
+    optimizer = build_optimizer(name, model, lr=1e-3, rank=args.rank, update_proj_gap=args.update_proj_gap)
     for p in model.parameters():
         p.grad = torch.randn_like(p)
     optimizer.step()
@@ -33,32 +36,51 @@ def state_bytes(name: str, size: str, vocab: int, seq_len: int, rank: int) -> in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="1m")
-    parser.add_argument("--tokens", type=int, default=300_000)
-    parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--size", default="5m")
+    parser.add_argument("--vocab", type=int, default=2048)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=600_000)
+    parser.add_argument("--rank", type=int, default=48)
     parser.add_argument("--update-proj-gap", type=int, default=50)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--optimizers", nargs="+", default=["adamw", "galore", "fira", "frugal", "dct"],
+                        choices=[name for name in OPTIMIZERS if name != "sgd"])
     args = parser.parse_args()
-    rows = []
+
+    losses: dict[str, list[float]] = {name: [] for name in args.optimizers}
+    seconds: dict[str, list[float]] = {name: [] for name in args.optimizers}
+    parameters = 0
     with tempfile.TemporaryDirectory() as root:
-        for name in OPTIMIZERS:
-            config = PretrainConfig(output_dir=f"{root}/{name}", size=args.size, tokens=args.tokens, seq_len=64,
-                                    vocab_size=2048, lr=args.lr, optimizer=name, rank=args.rank,
-                                    update_proj_gap=args.update_proj_gap, seed=args.seed, eval_every=100)
-            result = pretrain(config, show_bar=False)
-            rows.append((name, result.val_loss, state_bytes(name, args.size, 2048, 64, args.rank),
-                         result.train_seconds, result.parameters))
-            print(f"{name}: val loss {result.val_loss:.4f}", flush=True)
-    base_loss, base_bytes, base_time = rows[0][1], rows[0][2], rows[0][3]
-    print(f"\n### Pretraining on KJV: Llama {args.size} ({rows[0][4]:,} parameters), {args.tokens:,} tokens, "
-          f"WSD, peak lr {args.lr:g}, rank {args.rank}, refresh every {args.update_proj_gap} steps, "
-          f"seed {args.seed}\n")
-    print("| optimizer | final val loss | vs AdamW | optimizer state | vs AdamW | train time vs AdamW |")
+        tokenizer = None
+        for seed in args.seeds:
+            for name in args.optimizers:
+                config = PretrainConfig(
+                    output_dir=f"{root}/{name}-{seed}", size=args.size, vocab_size=args.vocab, tokenizer=tokenizer,
+                    tokens=args.tokens, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr,
+                    optimizer=name, rank=args.rank, update_proj_gap=args.update_proj_gap, seed=seed,
+                    eval_every=100, save_every=10**9,
+                )
+                result = pretrain(config, show_bar=False)
+                tokenizer = tokenizer or str(Path(config.output_dir) / "tokenizer.json")
+                losses[name].append(result.val_loss)
+                seconds[name].append(result.train_seconds)
+                parameters = result.parameters
+                print(f"seed {seed} {name}: val loss {result.val_loss:.4f} ({result.train_seconds:.0f} s)", flush=True)
+
+    sizes = {name: state_bytes(name, args) for name in args.optimizers}
+    base = args.optimizers[0]
+    base_loss = statistics.fmean(losses[base])
+    print(f"\n### Pretraining on KJV: Llama {args.size} ({parameters:,} parameters, vocabulary {args.vocab}), "
+          f"{args.tokens:,} tokens ({args.batch_size} × {args.seq_len} per step), WSD, peak lr {args.lr:g}, "
+          f"rank {args.rank}, refresh every {args.update_proj_gap} steps, seeds {args.seeds}\n")
+    print(f"| optimizer | final val loss, per seed | mean | vs {base} | optimizer state | vs {base} |")
     print("|---|---|---|---|---|---|")
-    for name, loss, size, seconds, _ in rows:
-        print(f"| {name} | {loss:.4f} | {loss - base_loss:+.4f} | {size / 2**20:.2f} MiB | {size / base_bytes:.2f}x | "
-              f"{seconds / base_time:.2f}x |")
+    for name in args.optimizers:
+        mean = statistics.fmean(losses[name])
+        print(f"| {name} | {', '.join(f'{loss:.4f}' for loss in losses[name])} | {mean:.4f} | "
+              f"{mean - base_loss:+.4f} | {sizes[name] / 2**20:.2f} MiB | {sizes[name] / sizes[base]:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
-"""Step time and state bytes of the low-rank optimizers against torch's AdamW on a small random Llama.
+"""Step time and state bytes of the low-rank optimizers against torch's AdamW on a small random Llama
+(by default the model, vocabulary, batch and rank of benchmarks/optim_loss.py).
 
 Every optimizer gets its own copy of one randomly initialised model and the same fixed gradients.
 Steps are timed one at a time, interleaved across optimizers, and split into refresh steps (SVD /
-top-ℓ1 / new subspace) and ordinary steps; the amortised time uses each optimizer's own default
-refresh gap T (200; DCT refreshes every step). Ratios are medians against AdamW measured in the same
+top-ℓ1 / new subspace) and ordinary steps; the amortised time refreshes every ``--amortise-gap``
+steps (default 50, the T of benchmarks/optim_loss.py). Ratios are medians against AdamW measured in the same
 run. "train step" adds one forward+backward (median) to both sides of the ratio.
 
-    .venv/bin/python benchmarks/optim_step.py            # hidden 256, 4 layers, rank 128
+    .venv/bin/python benchmarks/optim_step.py [--size 5m] [--vocab 2048] [--rank 48]
 """
 
 from __future__ import annotations
@@ -17,22 +18,23 @@ import statistics
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 import leantrain.optim as lo
+from leantrain.models.llama_sizes import build_llama
 
-DEFAULT_GAPS = {"galore": 200, "fira": 200, "frugal-svd": 200, "frugal-blocks": 200, "dct": 1}
+LOW_RANK = ("galore", "fira", "frugal-svd", "frugal-blocks", "dct")
 
 
 def build_optimizers(model: torch.nn.Module, rank: int, gap: int) -> dict[str, torch.optim.Optimizer]:
     """One optimizer per name over its own copy of ``model`` and of its gradients."""
-    models = {name: copy.deepcopy(model) for name in ["adamw", *DEFAULT_GAPS]}
+    models = {name: copy.deepcopy(model) for name in ["adamw", "adamw-fused", *LOW_RANK]}
     for copied in models.values():
         for source, target in zip(model.parameters(), copied.parameters(), strict=True):
             target.grad = source.grad.clone()
     groups = lambda name: lo.param_groups(models[name], rank=rank, update_proj_gap=gap)  # noqa: E731
     optimizers = {
         "adamw": torch.optim.AdamW(models["adamw"].parameters(), lr=1e-3, weight_decay=0.0),
+        "adamw-fused": torch.optim.AdamW(models["adamw-fused"].parameters(), lr=1e-3, weight_decay=0.0, fused=True),
         "galore": lo.GaLoreAdamW(groups("galore"), lr=1e-3),
         "fira": lo.FiraAdamW(groups("fira"), lr=1e-3),
         "frugal-svd": lo.FrugalAdamW(groups("frugal-svd"), lr=1e-3),
@@ -44,26 +46,18 @@ def build_optimizers(model: torch.nn.Module, rank: int, gap: int) -> dict[str, t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=32000, help="LLaMA tokenizer size, as in GaLore's 60M runs")
-    parser.add_argument("--rank", type=int, default=128)
+    parser.add_argument("--size", default="5m", help="a key of leantrain.models.llama_sizes.LLAMA_SIZES")
+    parser.add_argument("--vocab", type=int, default=2048)
+    parser.add_argument("--rank", type=int, default=48)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per optimizer")
     parser.add_argument("--gap", type=int, default=5, help="refresh gap while timing (to sample refresh steps)")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--amortise-gap", type=int, default=50, help="refresh gap T of the amortised time")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seq", type=int, default=64)
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        intermediate_size=int(args.hidden * 8 / 3 + 255) // 256 * 256,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.hidden // 64,
-        num_key_value_heads=args.hidden // 64,
-    )
-    model = LlamaForCausalLM(config)
+    model = build_llama(args.size, args.vocab, args.seq)
     ids = torch.randint(0, args.vocab, (args.batch, args.seq))
     forward_backward = []
     for _ in range(3):
@@ -82,7 +76,7 @@ def main() -> None:
             start = time.perf_counter()
             optimizers[name].step()
             elapsed = time.perf_counter() - start
-            refresh = name != "adamw" and (name == "dct" or step % args.gap == 0)
+            refresh = name in LOW_RANK and step % args.gap == 0
             times[name]["refresh" if refresh else "plain"].append(elapsed)
 
     adamw_step = statistics.median(times["adamw"]["plain"])
@@ -90,7 +84,7 @@ def main() -> None:
     fb = statistics.median(forward_backward)
     low_rank_params = sum(p.numel() for p in lo.param_groups(model, rank=args.rank)[1]["params"])
     print(
-        f"Llama hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}: "
+        f"Llama {args.size}, vocab {args.vocab}: "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, {low_rank_params / 1e6:.1f}M in the "
         f"low-rank group; rank {args.rank}; {args.steps} interleaved steps each; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
@@ -105,13 +99,8 @@ def main() -> None:
     for name, measured in times.items():
         plain = statistics.median(measured["plain"]) if measured["plain"] else None
         refresh = statistics.median(measured["refresh"]) if measured["refresh"] else None
-        if name == "adamw":
-            amortised = plain
-        elif name == "dct":
-            amortised = refresh
-        else:
-            gap = DEFAULT_GAPS[name]
-            amortised = (refresh + (gap - 1) * plain) / gap
+        gap = args.amortise_gap
+        amortised = (refresh + (gap - 1) * plain) / gap if name in LOW_RANK else plain
         state = lo.optimizer_state_bytes(optimizers[name])
         cells = [f"{plain * 1e3:9.1f}" if plain else f"{'-':>9}", f"{refresh * 1e3:12.1f}" if refresh else f"{'-':>12}"]
         print(
