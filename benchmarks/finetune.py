@@ -84,17 +84,18 @@ def largest_batch(convert, step_peak: int, parameter_bytes: int, args) -> int:
 def accuracy_table(args) -> None:
     data = load_classification_data("bbc")
     max_train = args.max_train or None
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     n_train = min(max_train or len(data.train), len(data.train))
     print(f"\n### Test accuracy on BBC News (MiniLM-L6, {n_train} training / {len(data.test)} test articles, "
           f"{args.epochs} epoch(s), batch 16 x 128, lr {args.lr:g} (LoRA {args.lora_lr:g}), "
-          f"seeds {list(range(args.seeds))})\n")
+          f"seeds {seeds})\n")
     print("| run | accuracy (mean ± std) | vs first row | per seed |")
     print("|---|---|---|---|")
     base = None
     for spec in args.columns or ACCURACY_COLUMNS:
         accuracies = []
         lr = args.lora_lr if spec.startswith("lora") else args.lr
-        for seed in range(args.seeds):
+        for seed in seeds:
             config = parse_run(spec, FinetuneConfig(max_train_examples=max_train, epochs=args.epochs, seed=seed,
                                                         lr=lr))
             accuracies.append(100 * run_finetune(config, data=data, show_bar=False).accuracy)
@@ -132,7 +133,8 @@ def main() -> None:
     parser.add_argument("--small-batch", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--budget-gib", type=float, default=8.0)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="accuracy: how many seeds")
+    parser.add_argument("--first-seed", type=int, default=0, help="accuracy: seeds first-seed, first-seed + 1, …")
     parser.add_argument("--max-train", type=int, default=600, help="training articles (0: all 1,702)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=5e-4)
