@@ -1,6 +1,6 @@
 """The in-place model conversions a run asks for, as picklable callables in their one valid order:
 LoRA adapters, then sampled linear layers (they find the LoRA A matrices), then lean companions
-(which leave blocks holding sampled layers un-recomputed). A subprocess that measures peak
+(whose recomputed blocks rerun the sampled layers inside them). A subprocess that measures peak
 memory rebuilds the model and replays the same list."""
 
 from __future__ import annotations
