@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from leantrain.optim.factory import OPTIMIZERS
+
 NAME = "finetune"
 HELP = "fine-tune a sequence classifier (default: MiniLM-L6 on BBC News, full vs WTA-CRS@0.3 [+ lean])"
 
@@ -23,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--lora-rank", type=int, default=8)
-    parser.add_argument("--optim", default="adamw", choices=["adamw", "sgd", "galore", "fira", "frugal", "dct"])
+    parser.add_argument("--optim", default="adamw", choices=OPTIMIZERS)
     parser.add_argument("--rank", type=int, default=128, help="rank of the low-rank optimizers (default 128)")
     parser.add_argument("--max-train", type=int, default=None, help="use only the first N training examples")
     parser.add_argument("--max-test", type=int, default=None, help="use only the first N test examples")

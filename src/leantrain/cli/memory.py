@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from leantrain.memory.spec import OPTIMIZERS
+
 NAME = "memory"
 HELP = "bytes one training step keeps (saved activations by module, parameters, gradients, optimizer) and its peak"
 
@@ -14,8 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "minilm, or a HF model folder")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--optimizer", default="adamw",
-                        choices=["adamw", "sgd", "galore", "fira", "frugal", "dct", "none"])
+    parser.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
     parser.add_argument("--rank", type=int, default=128, help="rank of the low-rank optimizers (default 128)")
     parser.add_argument("--lean", action="store_true", help="swap in the memory-lean companions (lt.apply_lean)")
     parser.add_argument("--lora", type=int, default=None, metavar="RANK", help="add LoRA adapters of this rank")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from leantrain.cli.schedule import SCHEDULES, _steps_or_fraction
+from leantrain.optim.factory import OPTIMIZERS
 
 NAME = "pretrain"
 HELP = "pretrain a small Llama-style LM from scratch (default: 5M params on the King James Bible)"
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=float, default=2e6, help="training token budget (default 2e6)")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--optim", default="adamw", choices=["adamw", "sgd", "galore", "fira", "frugal", "dct"],
+    parser.add_argument("--optim", default="adamw", choices=OPTIMIZERS,
                         help="optimizer; the low-rank ones keep Adam's states of linear weights in rank --rank")
     parser.add_argument("--rank", type=int, default=128)
     parser.add_argument("--update-proj-gap", type=int, default=200, help="low-rank subspace refresh interval")
