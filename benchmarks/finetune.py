@@ -72,7 +72,7 @@ def largest_batch(convert, step_peak: int, parameter_bytes: int, args) -> int:
     flat in the batch), so: fit the forward + backward peak at two batches; if it fits at the larger
     one but the whole step there does not, the optimizer step alone is over budget."""
     def backward_peak(batch_size: int) -> int:
-        spec = StepSpec("bert-base", batch_size, args.seq_len, "none", convert, args.seed)
+        spec = StepSpec("bert-base", batch_size, args.seq_len, None, convert, args.seed)
         return cpu_peak_in_subprocess(spec).step_bytes + parameter_bytes
 
     small, large = backward_peak(args.small_batch), backward_peak(args.batch_size)

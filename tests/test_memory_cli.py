@@ -37,3 +37,10 @@ def test_sampling_and_lora_flags_shrink_what_the_linear_layers_keep(capsys):
     assert main([*args, "--lora", "4"]) == 0
     lora = json.loads(capsys.readouterr().out)
     assert lora["trainable_parameter_bytes"] < stock["trainable_parameter_bytes"] / 10
+
+
+def test_optimizer_none_measures_forward_and_backward_only(capsys):
+    assert main(["memory", "llama-tiny", "--batch-size", "2", "--seq-len", "8", "--no-peak", "--json",
+                 "--optimizer", "none"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["optimizer"] == "none" and report["optimizer_state_bytes"] == 0

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from leantrain.names import METHODS, SOURCES
+
 NAME = "demo"
 HELP = "a few MiniLM-L6 fine-tuning steps on BBC News: sampled vs exact gradients and bytes saved"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="wtacrs", choices=["crs", "topk", "wtacrs"])
+    parser.add_argument("--method", default="wtacrs", choices=METHODS)
     parser.add_argument("--budget", type=float, default=0.3, help="rho in (0, 1] (default 0.3)")
-    parser.add_argument("--importance", default="running", choices=["norm", "running", "cached"])
+    parser.add_argument("--importance", default="running", choices=SOURCES)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from leantrain.optim.factory import OPTIMIZERS
+from leantrain.names import OPTIMIZERS, SOURCES
 
 NAME = "finetune"
 HELP = "fine-tune a sequence classifier (default: MiniLM-L6 on BBC News, full vs WTA-CRS@0.3 [+ lean])"
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-data", default=None, help="a separate .csv/.jsonl test file")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
-    parser.add_argument("--importance", default="running", choices=["norm", "running", "cached"])
+    parser.add_argument("--importance", default="running", choices=SOURCES)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128)

@@ -5,22 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 
-from leantrain.memory.spec import OPTIMIZERS
+from leantrain.names import METHODS, MODEL_PRESETS, OPTIMIZERS
 
 NAME = "memory"
 HELP = "bytes one training step keeps (saved activations by module, parameters, gradients, optimizer) and its peak"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a preset (bert-base, bert-tiny, llama-small, llama-tiny, gpt2-tiny), "
-                        "minilm, or a HF model folder")
+    parser.add_argument("model", help=f"a preset ({', '.join(MODEL_PRESETS)}), minilm, or a HF model folder")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
+    parser.add_argument("--optimizer", default="adamw", choices=[*OPTIMIZERS, "none"],
+                        help="optimizer of the step, or none for forward and backward only (default adamw)")
     parser.add_argument("--rank", type=int, default=128, help="rank of the low-rank optimizers (default 128)")
     parser.add_argument("--lean", action="store_true", help="swap in the memory-lean companions (lt.apply_lean)")
     parser.add_argument("--lora", type=int, default=None, metavar="RANK", help="add LoRA adapters of this rank")
-    parser.add_argument("--sampling", default=None, choices=["crs", "topk", "wtacrs"],
+    parser.add_argument("--sampling", default=None, choices=METHODS,
                         help="sample the 'paper' preset's linear layers (lt.apply_sampling)")
     parser.add_argument("--budget", type=float, default=0.3, help="sampling budget rho in (0, 1] (default 0.3)")
     parser.add_argument("--peak", action=argparse.BooleanOptionalAction, default=True,
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from leantrain.memory import measure_memory
     from leantrain.memory.spec import StepSpec
 
-    spec = StepSpec(args.model, args.batch_size, args.seq_len, args.optimizer, conversions(args), args.seed,
-                    args.rank)
+    optimizer = None if args.optimizer == "none" else args.optimizer
+    spec = StepSpec(args.model, args.batch_size, args.seq_len, optimizer, conversions(args), args.seed, args.rank)
     model, batch, optimizer = spec()
     report = measure_memory(model, batch, optimizer, peak=args.peak, peak_builder=spec)
     if args.json:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from leantrain.cli.schedule import SCHEDULES, _steps_or_fraction
-from leantrain.optim.factory import OPTIMIZERS
+from leantrain.cli.schedule import _steps_or_fraction
+from leantrain.names import LLAMA_SIZES, OPTIMIZERS, SCHEDULES
 
 NAME = "pretrain"
 HELP = "pretrain a small Llama-style LM from scratch (default: 5M params on the King James Bible)"
-SIZES = ("1m", "5m", "15m", "30m", "60m")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-chars", type=int, default=None, help="use only the first N characters")
     parser.add_argument("--tokenizer", default=None, help="tokenizer.json or model folder (default: train BPE)")
     parser.add_argument("--vocab-size", type=int, default=4096)
-    parser.add_argument("--size", default="5m", choices=SIZES)
+    parser.add_argument("--size", default="5m", choices=tuple(LLAMA_SIZES))
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per micro-batch")
     parser.add_argument("--grad-accum", type=int, default=1)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from leantrain.names import SCHEDULES
+
 NAME = "schedule"
 HELP = "plot lr schedules to a PNG, or fit the LR-annealing loss law on logged runs and predict another"
-
-SCHEDULES = ("constant", "cosine", "linear", "wsd", "power", "rex", "refined")
 
 
 def _steps_or_fraction(text: str) -> int | float:

@@ -13,19 +13,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from leantrain.optim.factory import OPTIMIZERS as TRAINING_OPTIMIZERS
+from leantrain.names import OPTIMIZERS
 from leantrain.optim.factory import build_optimizer
 
-OPTIMIZERS = (*TRAINING_OPTIMIZERS, "none")
 
-
-def make_optimizer(name: str, model: nn.Module, lr: float = 1e-4, rank: int = 128) -> torch.optim.Optimizer | None:
-    """Any of ``leantrain.optim.OPTIMIZERS`` (AdamW, SGD, the low-rank ones at ``rank``) by name, or none."""
-    if name == "none":
-        return None
-    if name not in TRAINING_OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-    return build_optimizer(name, model, lr=lr, rank=rank)
+def make_optimizer(name: str | None, model: nn.Module, lr: float = 1e-4,
+                   rank: int = 128) -> torch.optim.Optimizer | None:
+    """Any of ``leantrain.names.OPTIMIZERS`` (AdamW, SGD, the low-rank ones at ``rank``) by name; None: no optimizer."""
+    return None if name is None else build_optimizer(name, model, lr=lr, rank=rank)
 
 
 @dataclass(frozen=True)
@@ -36,7 +31,7 @@ class StepSpec:
     model: str
     batch_size: int
     seq_len: int
-    optimizer: str = "adamw"
+    optimizer: str | None = "adamw"  # None: forward and backward only
     conversions: tuple[Callable[[nn.Module], object], ...] = ()
     seed: int = 0
     rank: int = 128
@@ -46,8 +41,8 @@ class StepSpec:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {self.seq_len}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS} or None, got {self.optimizer!r}")
 
     def __call__(self) -> tuple[nn.Module, dict[str, Tensor], torch.optim.Optimizer | None]:
         from leantrain.models.presets import build_model, random_batch

@@ -1,17 +1,11 @@
-"""Llama-style causal LMs from scratch in a few sizes, named by their parameter count at a
-4096-token vocabulary (tied input/output embeddings)."""
+"""Llama-style causal LMs from scratch in the sizes of ``leantrain.names.LLAMA_SIZES``, named by their
+parameter count at a 4096-token vocabulary (tied input/output embeddings)."""
 
 from __future__ import annotations
 
 from transformers import LlamaConfig, LlamaForCausalLM
 
-LLAMA_SIZES: dict[str, dict[str, int]] = {
-    "1m": {"hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 352},
-    "5m": {"hidden_size": 256, "num_hidden_layers": 5, "num_attention_heads": 4, "intermediate_size": 688},
-    "15m": {"hidden_size": 384, "num_hidden_layers": 8, "num_attention_heads": 6, "intermediate_size": 1024},
-    "30m": {"hidden_size": 512, "num_hidden_layers": 9, "num_attention_heads": 8, "intermediate_size": 1376},
-    "60m": {"hidden_size": 640, "num_hidden_layers": 11, "num_attention_heads": 10, "intermediate_size": 1728},
-}
+from leantrain.names import LLAMA_SIZES
 
 
 def build_llama(size: str, vocab_size: int, max_seq_len: int) -> LlamaForCausalLM:

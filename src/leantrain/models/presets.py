@@ -8,20 +8,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-NUM_LABELS = 5
+from leantrain.names import MODEL_NAMES, MODEL_PRESETS
 
-PRESETS: dict[str, tuple[str, dict]] = {
-    # name: (config class, config kwargs); BERT presets get a sequence-classification head
-    "bert-base": ("BertConfig", {}),
-    "bert-tiny": ("BertConfig", {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                 "intermediate_size": 512, "vocab_size": 1000}),
-    "llama-small": ("LlamaConfig", {"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8,
-                                    "num_key_value_heads": 4, "intermediate_size": 1376, "vocab_size": 32000}),
-    "llama-tiny": ("LlamaConfig", {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                                   "num_key_value_heads": 2, "intermediate_size": 172, "vocab_size": 1000}),
-    "gpt2-tiny": ("GPT2Config", {"n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 1000}),
-}
-MODEL_NAMES = (*PRESETS, "minilm")
+NUM_LABELS = 5
 
 
 def is_causal_lm(model: nn.Module) -> bool:
@@ -29,14 +18,14 @@ def is_causal_lm(model: nn.Module) -> bool:
 
 
 def build_model(name: str, seed: int = 0) -> nn.Module:
-    """A preset (``PRESETS``, random weights drawn with ``seed``), ``"minilm"`` (offline
+    """A preset (``MODEL_PRESETS``, random weights drawn with ``seed``), ``"minilm"`` (offline
     pretrained encoder) or a local HF model folder, set up for training: eager attention,
     training mode, no KV cache (``use_cache=False``, as for gradient checkpointing)."""
     import transformers
 
     torch.manual_seed(seed)
-    if name in PRESETS:
-        config_class, kwargs = PRESETS[name]
+    if name in MODEL_PRESETS:
+        config_class, kwargs = MODEL_PRESETS[name]
         config = getattr(transformers, config_class)(**kwargs, attn_implementation="eager")
         if config_class == "BertConfig":
             config.num_labels = NUM_LABELS

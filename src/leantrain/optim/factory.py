@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from leantrain.names import OPTIMIZERS
 from leantrain.optim.dct import DCTAdamW
 from leantrain.optim.fira import FiraAdamW
 from leantrain.optim.frugal import FrugalAdamW
@@ -17,7 +18,6 @@ from leantrain.optim.galore import GaLoreAdamW
 from leantrain.optim.param_groups import param_groups
 
 LOW_RANK = {"galore": GaLoreAdamW, "fira": FiraAdamW, "frugal": FrugalAdamW, "dct": DCTAdamW}
-OPTIMIZERS = ("adamw", "sgd", *LOW_RANK)
 
 
 def _split_decay(groups: list[dict], weight_decay: float) -> list[dict]:

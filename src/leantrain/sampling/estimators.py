@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-METHODS = ("exact", "crs", "topk", "wtacrs")
+from leantrain.names import METHODS
 
 
 @dataclass(frozen=True)

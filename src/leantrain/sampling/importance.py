@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-SOURCES = ("norm", "running", "cached")
+from leantrain.names import SOURCES
+
 GRADIENT_FLOOR = 0.05
 RUNNING_DECAY = 0.9
 

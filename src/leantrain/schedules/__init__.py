@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
+from leantrain.names import SCHEDULES
 from leantrain.schedules.base import MultiplierSchedule, require
 from leantrain.schedules.formulas import DECAY_SHAPES
 from leantrain.schedules.linear_decay import LinearDecay
@@ -17,7 +18,6 @@ from leantrain.schedules.refined import Refined
 from leantrain.schedules.rex import REX
 from leantrain.schedules.wsd import WSD
 
-SCHEDULES = ("constant", "cosine", "linear", "wsd", "power", "rex", "refined")
 DEFAULT_DECAY_FRACTION = 0.2  # of total_steps, for "wsd" and "power" (Hägele et al. 2024: ~20% with 1-sqrt)
 OPTIONS: dict[str, tuple[str, ...]] = {  # what each schedule takes besides total/warmup steps and min_lr_ratio
     "constant": (), "cosine": (), "linear": (), "rex": (),

@@ -1,0 +1,44 @@
+"""Every named choice of leantrain, in one place that imports nothing heavy (no torch, no transformers).
+
+The library modules that implement a choice import its names from here, and so does the command
+line, whose ``--help`` must stay fast. A name is spelled the same everywhere.
+"""
+
+from __future__ import annotations
+
+# Sampled-activation estimators (sampling/estimators.py); "topk" is biased.
+METHODS = ("exact", "crs", "topk", "wtacrs")
+# Where a sampled layer's row importance comes from (sampling/importance.py).
+SOURCES = ("norm", "running", "cached")
+# Layer-selection presets of every apply_* and of optim.param_groups (module_names.py).
+TARGET_PRESETS = ("paper", "all-linear")
+# Optimizers by name (optim/factory.py); the low-rank ones keep Adam's states of linear weights in a subspace.
+LOW_RANK_OPTIMIZERS = ("galore", "fira", "frugal", "dct")
+OPTIMIZERS = ("adamw", "sgd", *LOW_RANK_OPTIMIZERS)
+# Learning-rate schedules (schedules/__init__.py).
+SCHEDULES = ("constant", "cosine", "linear", "wsd", "power", "rex", "refined")
+
+# Llama-style causal LMs from scratch (models/llama_sizes.py), named by their parameter count at a
+# 4096-token vocabulary with tied input/output embeddings.
+LLAMA_SIZES: dict[str, dict[str, int]] = {
+    "1m": {"hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 352},
+    "5m": {"hidden_size": 256, "num_hidden_layers": 5, "num_attention_heads": 4, "intermediate_size": 688},
+    "15m": {"hidden_size": 384, "num_hidden_layers": 8, "num_attention_heads": 6, "intermediate_size": 1024},
+    "30m": {"hidden_size": 512, "num_hidden_layers": 9, "num_attention_heads": 8, "intermediate_size": 1376},
+    "60m": {"hidden_size": 640, "num_hidden_layers": 11, "num_attention_heads": 10, "intermediate_size": 1728},
+}
+
+# Small named models built from configs with random weights (models/presets.py):
+# name -> (transformers config class, config kwargs); BERT presets get a sequence-classification head.
+MODEL_PRESETS: dict[str, tuple[str, dict]] = {
+    "bert-base": ("BertConfig", {}),
+    "bert-tiny": ("BertConfig", {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                 "intermediate_size": 512, "vocab_size": 1000}),
+    "llama-small": ("LlamaConfig", {"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8,
+                                    "num_key_value_heads": 4, "intermediate_size": 1376, "vocab_size": 32000}),
+    "llama-tiny": ("LlamaConfig", {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                                   "num_key_value_heads": 2, "intermediate_size": 172, "vocab_size": 1000}),
+    "gpt2-tiny": ("GPT2Config", {"n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 1000}),
+}
+# What ``models.presets.build_model`` and ``leantrain memory`` accept by name (besides a HF model folder).
+MODEL_NAMES = (*MODEL_PRESETS, "minilm")
