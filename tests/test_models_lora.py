@@ -4,7 +4,7 @@ import pytest
 from transformers import BertConfig, BertForSequenceClassification
 
 import leantrain as lt
-from leantrain.models.lora import apply_lora
+from leantrain import apply_lora
 
 
 def tiny_bert():
@@ -15,12 +15,12 @@ def tiny_bert():
 def test_only_adapters_and_head_train_and_sampling_finds_lora_a():
     model = tiny_bert()
     adapted = apply_lora(model, rank=4)
-    assert adapted == [f"bert.encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")]
+    assert list(adapted) == [f"bert.encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")]
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert {"classifier.weight", "classifier.bias"} <= trainable
     assert all("lora_" in n or n.startswith("classifier.") for n in trainable)
     names = lt.apply_sampling(model, lt.SamplingConfig("wtacrs", 0.3))
-    assert names == [f"{a}.lora_A.default" for a in adapted]
+    assert list(names) == [f"{a}.lora_A.default" for a in adapted]
 
 
 def test_bad_rank_and_unknown_model_type():

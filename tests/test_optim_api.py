@@ -160,7 +160,7 @@ def test_param_groups_on_gpt2_conv1d_with_a_tied_head_and_patterns():
     [
         ({"rank": 0}, "rank=0 must be a positive integer"),
         ({"rank": 4, "targets": "everything"}, "targets='everything' is not a preset"),
-        ({"rank": 4, "targets": ["nope"]}, r"targets=\['nope'\] matched no trainable linear weight"),
+        ({"rank": 4, "targets": ["nope"]}, r"targets=\['nope'\] matched no linear layer"),
         ({"rank": 4, "targets": ["("]}, "not a valid regular expression"),
     ],
 )

@@ -1,18 +1,69 @@
-"""leantrain: train transformer language models in less memory and with fewer hand-tuned knobs."""
+"""leantrain: train transformer language models in less memory and with fewer hand-tuned knobs.
+
+Names are imported on first use (PEP 562), so ``import leantrain`` and ``leantrain --help`` do not
+import torch or transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from leantrain import optim, schedules
-from leantrain.lean import LeanConfig, apply_lean, lean_modules, remove_lean
-from leantrain.memory import MemoryReport, measure_memory
-from leantrain.sampling import (
-    SampledLinear,
-    SamplingConfig,
-    apply_sampling,
-    exact_gradients,
-    load_sampling_state_dict,
-    remove_sampling,
-    sample_ids,
-    sampled_layers,
-    sampling_state_dict,
-)
+# public name -> the module that defines it ("" for a subpackage of the same name)
+_EXPORTS = {
+    "optim": "",
+    "schedules": "",
+    "Conversion": "leantrain.convert",
+    "conversions": "leantrain.convert",
+    "prepare": "leantrain.convert",
+    "apply_lora": "leantrain.models.lora",
+    "LeanConfig": "leantrain.lean",
+    "apply_lean": "leantrain.lean",
+    "lean_modules": "leantrain.lean",
+    "remove_lean": "leantrain.lean",
+    "MemoryReport": "leantrain.memory",
+    "measure_memory": "leantrain.memory",
+    "SampledLinear": "leantrain.sampling",
+    "SamplingConfig": "leantrain.sampling",
+    "apply_sampling": "leantrain.sampling",
+    "exact_gradients": "leantrain.sampling",
+    "load_sampling_state_dict": "leantrain.sampling",
+    "remove_sampling": "leantrain.sampling",
+    "sample_ids": "leantrain.sampling",
+    "sampled_layers": "leantrain.sampling",
+    "sampling_state_dict": "leantrain.sampling",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from leantrain import optim, schedules
+    from leantrain.convert import Conversion, conversions, prepare
+    from leantrain.lean import LeanConfig, apply_lean, lean_modules, remove_lean
+    from leantrain.memory import MemoryReport, measure_memory
+    from leantrain.models.lora import apply_lora
+    from leantrain.sampling import (
+        SampledLinear,
+        SamplingConfig,
+        apply_sampling,
+        exact_gradients,
+        load_sampling_state_dict,
+        remove_sampling,
+        sample_ids,
+        sampled_layers,
+        sampling_state_dict,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'leantrain' has no attribute {name!r}")
+    module = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), name) if module else importlib.import_module(f"leantrain.{name}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

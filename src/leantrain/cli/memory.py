@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def conversions(args: argparse.Namespace) -> tuple:
     """LoRA, sampling and lean conversions as picklable callables: the subprocess that measures the
     CPU peak rebuilds the model and applies the same ones."""
-    from leantrain.recipes.conversions import conversions as run_conversions
+    from leantrain.convert import conversions as run_conversions
     from leantrain.sampling import SamplingConfig
 
     sampling = None if args.sampling is None else SamplingConfig(args.sampling, args.budget, seed=args.seed)

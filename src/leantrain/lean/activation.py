@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from leantrain.lean.replacement import LeanReplacement
+from leantrain.module_names import linear_weight
 
 # (Linear attribute, activation attribute) of HF MLP blocks: BERT, Llama-style, GPT-2, T5, OPT/BART
 ACTIVATION_AFTER_LINEAR = (
@@ -25,20 +26,6 @@ ACTIVATION_AFTER_LINEAR = (
     ("wi_0", "act"),
     ("fc1", "activation_fn"),
 )
-
-
-def linear_weight(linear: nn.Module) -> tuple[Tensor, Tensor | None] | None:
-    """(W as out×in, b) such that ``linear(x) == F.linear(x, W, b)``, for ``nn.Linear``, HF's
-    ``Conv1D`` and wrappers that keep one of them as ``.base`` with the same weight (leantrain's
-    ``SampledLinear``); None for anything else (e.g. a LoRA layer, whose output has more terms)."""
-    base = linear.__dict__.get("base", linear)
-    if getattr(base, "weight", None) is not getattr(linear, "weight", None):
-        return None
-    if type(base) is nn.Linear:
-        return base.weight, base.bias
-    if type(base).__name__ == "Conv1D":
-        return base.weight.t(), base.bias
-    return None
 
 
 class ActivationFromLinearInputFunction(Function):

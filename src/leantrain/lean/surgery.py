@@ -3,7 +3,8 @@
 Module-level companions replace stock modules (``nn.Dropout``, ``nn.ReLU``, ``nn.LayerNorm``,
 RMSNorms, MLP blocks, activations after a Linear) and share their parameter objects; attention is switched through HF's
 ``attn_implementation``; the chunked LM loss is an instance-level ``forward``. Like PEFT's
-inject/unload and torchao's ``quantize_(model, config, filter_fn)``.
+inject/unload and torchao's ``quantize_(model, config, filter_fn)``; modules are chosen with the
+selector of every conversion (leantrain.module_names).
 
 With sampled layers (``lt.apply_sampling``), apply those first. Blocks holding them are recomputed
 too: a rerun before the backward draws the same rows (sampling/sampler.py); with
@@ -13,7 +14,7 @@ too: a rerun before the backward draws the same rows (sampling/sampler.py); with
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -31,6 +32,8 @@ from leantrain.lean.recompute import (
 )
 from leantrain.lean.relu import LeanReLU
 from leantrain.lean.replacement import LeanReplacement
+from leantrain.module_names import FilterFn, module_filter
+from leantrain.names import TARGET_PRESETS
 
 _PREVIOUS_ATTENTION = "_leantrain_previous_attn_implementation"
 _SWAPPABLE_ATTENTION = ("eager", "sdpa")
@@ -67,9 +70,12 @@ def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
 def apply_lean(
     model: nn.Module,
     config: LeanConfig | None = None,
-    filter_fn: Callable[[nn.Module, str], bool] | None = None,
+    targets: Sequence[str] | None = None,
+    filter_fn: FilterFn | None = None,
 ) -> dict[str, str]:
-    """Swap lean companions into ``model`` in place (modules passing ``filter_fn(module, name)``).
+    """Swap lean companions into ``model`` in place, at the modules that the name patterns ``targets``
+    and ``filter_fn(module, name)`` choose (see ``leantrain.module_names``; None: every module).
+    The presets choose linear layers, which lean leaves as they are, so ``targets`` takes patterns.
 
     Returns what changed: module name (or ``config._attn_implementation`` / ``forward``) -> the
     companion now there. Applying twice changes nothing more; ``remove_lean`` undoes it.
@@ -77,11 +83,15 @@ def apply_lean(
     config = config or LeanConfig()
     if not isinstance(config, LeanConfig):
         raise ValueError(f"config must be a LeanConfig, got {type(config).__name__}")
+    if isinstance(targets, str):
+        raise ValueError(f"apply_lean: targets={targets!r} must be a list of module-name patterns; the presets "
+                         f"{TARGET_PRESETS} choose linear layers, which lean does not replace")
+    selected = module_filter(model, targets, filter_fn)
     changed: dict[str, str] = {}
     modules = [(n, m) for n, m in model.named_modules() if n and not isinstance(m, LeanReplacement)]
     for name, module in modules:
         replacement = _module_replacement(module, config)
-        if replacement is not None and (filter_fn is None or filter_fn(module, name)):
+        if replacement is not None and selected(module, name):
             _swap(model, name, replacement(module))
             changed[name] = replacement.__name__
     suffixes = (MLP_CLASS_SUFFIXES if config.recompute_mlp else ()) + (
@@ -92,7 +102,7 @@ def apply_lean(
             continue  # inside a recomputed block already
         if isinstance(module, RecomputedModule):
             wrapped.append(name)
-        elif name and suffixes and is_recomputable(module, suffixes) and (filter_fn is None or filter_fn(module, name)):
+        elif name and suffixes and is_recomputable(module, suffixes) and selected(module, name):
             _swap(model, name, RecomputedModule(module))
             wrapped.append(name)
             changed[name] = f"RecomputedModule({type(module).__name__})"
@@ -103,7 +113,7 @@ def apply_lean(
             for activation_name, linear in activation_pairs(block):
                 name = f"{block_name}.{activation_name}" if block_name else activation_name
                 activation = block._modules[activation_name]
-                if filter_fn is None or filter_fn(activation, name):
+                if selected(activation, name):
                     setattr(block, activation_name, ActivationFromLinearInput(activation, linear))
                     changed[name] = f"ActivationFromLinearInput({type(activation).__name__})"
     if config.attention and not hasattr(model, _PREVIOUS_ATTENTION):

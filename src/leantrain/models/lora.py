@@ -7,17 +7,18 @@ picklable step description and applied again in a fresh process for peak-memory 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 from torch import nn
 
-TASK_HEADS = ("classifier", "score")
+from leantrain.module_names import TASK_HEADS, FilterFn, Targets, find_targets
 
 
-def apply_lora(model: nn.Module, rank: int = 8, dropout: float = 0.1,
-               target_modules: Sequence[str] | None = None) -> list[str]:
-    """Add rank-``rank`` adapters (alpha = rank) to ``target_modules`` (PEFT's default for the model
-    type when None), freeze every other weight but the task head; returns the adapted module names."""
+def apply_lora(model: nn.Module, rank: int = 8, targets: Targets | None = None, filter_fn: FilterFn | None = None,
+               *, dropout: float = 0.1) -> dict[str, str]:
+    """Add rank-``rank`` adapters (alpha = rank) to the linear layers that ``targets`` and ``filter_fn``
+    choose (see ``leantrain.module_names``; ``targets=None``: PEFT's default modules for the model
+    type, e.g. query and value), freeze every other weight but the task head (``TASK_HEADS``);
+    returns adapted module name -> description."""
     quiet = logging.getLogger("bitsandbytes")  # PEFT imports it; it logs about optional 4-bit CPU kernels
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -29,12 +30,17 @@ def apply_lora(model: nn.Module, rank: int = 8, dropout: float = 0.1,
 
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"LoRA rank={rank!r} must be an integer >= 1")
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    targets = list(target_modules) if target_modules is not None else DEFAULTS.get(model_type)
-    if not targets:
-        raise ValueError(f"no default LoRA target modules for model type {model_type!r}; pass target_modules")
-    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, lora_dropout=dropout, target_modules=targets), model)
+    if targets is None:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        targets = DEFAULTS.get(model_type)
+        if not targets:
+            raise ValueError(f"no default LoRA target modules for model type {model_type!r}; pass targets")
+    names = find_targets(model, targets, filter_fn)
+    sampled = [name for name in names if "base" in model.get_submodule(name).__dict__]
+    if sampled:
+        raise ValueError(f"{sampled[0]} is a sampled layer: apply LoRA before apply_sampling (lt.prepare does)")
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, lora_dropout=dropout, target_modules=names), model)
     for name, parameter in model.named_parameters():
         if name.split(".")[0] in TASK_HEADS:
             parameter.requires_grad_(True)
-    return [name for name, module in model.named_modules() if hasattr(module, "lora_A")]
+    return {name: f"LoRA rank {rank} (alpha {rank}, dropout {dropout})" for name in names}

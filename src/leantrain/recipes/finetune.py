@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from leantrain.convert import Conversion, conversions
 from leantrain.data.classification import ClassificationData, load_classification_data
 from leantrain.io import MetricsWriter, load_checkpoint, save_checkpoint
 from leantrain.io.interrupt import StopRequest
 from leantrain.models.pretrained import minilm_path
 from leantrain.optim.factory import OPTIMIZERS, build_optimizer
-from leantrain.recipes.conversions import Conversion, conversions
 from leantrain.sampling import (
     SamplingConfig,
     load_sampling_state_dict,

@@ -1,14 +1,13 @@
 """Sampled-activation backprop: linear layers that keep a sub-sample of their input rows for dW."""
 
+from leantrain.module_names import find_targets
 from leantrain.sampling.config import SamplingConfig
 from leantrain.sampling.estimators import METHODS, RowSample, expected_squared_error, sample_rows
 from leantrain.sampling.importance import SOURCES
 from leantrain.sampling.layers import SampledLinear
 from leantrain.sampling.surgery import (
-    PRESETS,
     apply_sampling,
     exact_gradients,
-    find_targets,
     load_sampling_state_dict,
     remove_sampling,
     sample_ids,
@@ -18,7 +17,6 @@ from leantrain.sampling.surgery import (
 
 __all__ = [
     "METHODS",
-    "PRESETS",
     "SOURCES",
     "RowSample",
     "SampledLinear",

@@ -1,103 +1,47 @@
 """Model surgery: convert chosen linear layers to SampledLinear in place, and back.
 
-Like PEFT's inject/unload: layers are chosen by a preset or by name patterns, converted in place,
-and the names of what changed are returned. Works on stock PyTorch modules and stock HF
-Transformers / PEFT models; no model code is copied or edited.
+Like PEFT's inject/unload: layers are chosen by a preset or name patterns and/or a ``filter_fn``
+(leantrain.module_names, shared by every conversion), converted in place, and what changed is
+returned. Works on stock PyTorch modules and stock HF Transformers / PEFT models; no model code is
+copied or edited.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
-from leantrain.module_names import name_matcher
+from leantrain.module_names import FilterFn, Targets, find_targets
 from leantrain.sampling.config import SamplingConfig
 from leantrain.sampling.layers import SampledLinear
 from leantrain.sampling.sampler import RowSampler
 
-# The layers the released WTA-CRS runs sampled: attention output projection and both FFN
-# matrices; q, k, v stay exact (WTA-CRS code, "level 2"; brief §3.5). One suffix per model family.
-PAPER_SUFFIXES = (
-    r"attention\.output\.dense", r"intermediate\.dense", r"layer\.\d+\.output\.dense",  # BERT, RoBERTa
-    r"attn\.c_proj", r"mlp\.c_fc", r"mlp\.c_proj",  # GPT-2
-    r"self_attn\.o_proj", r"mlp\.gate_proj", r"mlp\.up_proj", r"mlp\.down_proj",  # Llama, Mistral, Qwen
-    r"SelfAttention\.o", r"EncDecAttention\.o", r"DenseReluDense\.w[io](_[01])?",  # T5
-    r"self_attn\.out_proj", r"encoder_attn\.out_proj", r"fc1", r"fc2",  # OPT, BART
-    r"attention\.out_lin", r"ffn\.lin1", r"ffn\.lin2",  # DistilBERT
-)
-PRESETS = ("paper", "all-linear")
-
-
-def linear_types() -> tuple[type[nn.Module], ...]:
-    """Module types that can be converted: nn.Linear itself and HF's GPT-2 Conv1D (not subclasses)."""
-    from transformers.pytorch_utils import Conv1D
-
-    return (nn.Linear, Conv1D)
-
-
-def _is_convertible(module: nn.Module) -> bool:
-    return type(module) in linear_types() or isinstance(module, SampledLinear)
-
-
-def find_targets(model: nn.Module, targets: str | Sequence[str] = "paper") -> list[str]:
-    """Names of the linear layers ``targets`` selects.
-
-    ``targets`` is a preset — "paper" (for a PEFT LoRA model: every LoRA A matrix; otherwise the
-    attention output projection and both FFN matrices) or "all-linear" (every trainable linear
-    layer but the output embedding) — or a list of module-name patterns. A pattern matches a name
-    it equals, a dotted suffix of the name, or a regular expression matching the whole name.
-    """
-    names = [name for name, module in model.named_modules() if name and _is_convertible(module)]
-    if isinstance(targets, str):
-        if targets not in PRESETS:
-            raise ValueError(
-                f"targets={targets!r} is not a preset {PRESETS}; pass a list of name patterns instead"
-            )
-        if targets == "paper":
-            lora_a = [name for name in names if re.search(r"(^|\.)lora_A\.[^.]+$", name)]
-            suffix = re.compile(r"(^|\.)(" + "|".join(PAPER_SUFFIXES) + r")$")
-            chosen = lora_a or [name for name in names if suffix.search(name)]
-        else:
-            output = getattr(model, "get_output_embeddings", lambda: None)()
-            chosen = [
-                name for name in names
-                if model.get_submodule(name).weight.requires_grad and model.get_submodule(name) is not output
-            ]
-    else:
-        matches = name_matcher(list(targets))
-        chosen = [name for name in names if matches(name)]
-    if not chosen:
-        sample = ", ".join(names[:6]) or "none"
-        raise ValueError(
-            f"targets={targets!r} matched no linear layer in {type(model).__name__} "
-            f"(its linear layers include: {sample})"
-        )
-    return chosen
-
 
 def apply_sampling(
-    model: nn.Module, config: SamplingConfig, targets: str | Sequence[str] = "paper"
-) -> list[str]:
-    """Convert the selected linear layers of ``model`` in place; returns their names.
+    model: nn.Module, config: SamplingConfig, targets: Targets | None = "paper", filter_fn: FilterFn | None = None
+) -> dict[str, str]:
+    """Convert the linear layers of ``model`` that ``targets`` and ``filter_fn`` choose (see
+    ``leantrain.module_names``; default: the "paper" preset) in place; returns name -> description.
 
     Layers that are already sampled get the new config. Apply LoRA (PEFT) before sampling.
     """
     if not isinstance(config, SamplingConfig):
         raise ValueError(f"config must be a SamplingConfig, got {type(config).__name__}")
-    names = find_targets(model, targets)
-    for index, name in enumerate(names):
+    changed = {}
+    for index, name in enumerate(find_targets(model, targets, filter_fn)):
         module = model.get_submodule(name)
         sampler = RowSampler(config, name=name, index=index)
         if isinstance(module, SampledLinear):
             module.sampler = sampler
+            changed[name] = f"SampledLinear sampler -> {config.method}@{config.budget}"
             continue
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, SampledLinear(module, sampler))
-    return names
+        changed[name] = f"SampledLinear({type(module).__name__}, {config.method}@{config.budget})"
+    return changed
 
 
 def sampled_layers(model: nn.Module) -> dict[str, SampledLinear]:
@@ -105,13 +49,14 @@ def sampled_layers(model: nn.Module) -> dict[str, SampledLinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, SampledLinear)}
 
 
-def remove_sampling(model: nn.Module) -> list[str]:
-    """Put the original linear modules back (same objects, same Parameters); returns their names."""
-    names = list(sampled_layers(model))
-    for name in names:
+def remove_sampling(model: nn.Module) -> dict[str, str]:
+    """Put the original linear modules back (same objects, same Parameters); returns name -> their type."""
+    restored = {}
+    for name, layer in sampled_layers(model).items():
         parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, model.get_submodule(name).base)
-    return names
+        setattr(model.get_submodule(parent_name), child, layer.base)
+        restored[name] = type(layer.base).__name__
+    return restored
 
 
 def sampling_state_dict(model: nn.Module) -> dict[str, Tensor]:
