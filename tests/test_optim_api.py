@@ -189,3 +189,19 @@ def test_all_linear_keeps_a_classification_head_in_the_plain_group():
     plain, low_rank = param_groups(model, rank=4)
     assert any(p is model.classifier.weight for p in plain["params"])
     assert not any(p is model.classifier.weight for p in low_rank["params"])
+
+
+def test_build_optimizer_leaves_unset_low_rank_options_to_each_optimizer():
+    model = tiny_llama()
+    gaps = {name: {g["update_proj_gap"] for g in lo.build_optimizer(name, model, lr=1e-3, rank=4).param_groups}
+            for name in ("dct", "galore")}
+    assert gaps == {"dct": {1}, "galore": {200}}  # the classes' own defaults, not one factory default
+    dct = lo.build_optimizer("dct", model, lr=1e-3, rank=4, update_proj_gap=7, scale=0.5)
+    assert {(g["update_proj_gap"], g["scale"]) for g in dct.param_groups if "rank" in g} == {(7, 0.5)}
+
+
+def test_build_optimizer_refuses_options_the_optimizer_does_not_take():
+    with pytest.raises(ValueError, match="optimizer='adamw' takes no low-rank option, got update_proj_gap"):
+        lo.build_optimizer("adamw", tiny_llama(), lr=1e-3, update_proj_gap=5)
+    with pytest.raises(ValueError, match="optimizer='galore' does not take limiter; it takes update_proj_gap"):
+        lo.build_optimizer("galore", tiny_llama(), lr=1e-3, rank=4, limiter=1.1)

@@ -7,6 +7,9 @@ everything else in plain AdamW.
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -18,6 +21,7 @@ from leantrain.optim.galore import GaLoreAdamW
 from leantrain.optim.param_groups import param_groups
 
 LOW_RANK = {"galore": GaLoreAdamW, "fira": FiraAdamW, "frugal": FrugalAdamW, "dct": DCTAdamW}
+_SHARED_ARGUMENTS = ("params", "lr", "betas", "eps", "weight_decay")  # not per-group low-rank options
 
 
 def _split_decay(groups: list[dict], weight_decay: float) -> list[dict]:
@@ -35,13 +39,29 @@ def _split_decay(groups: list[dict], weight_decay: float) -> list[dict]:
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0,
                     betas: tuple[float, float] = (0.9, 0.999), rank: int = 128,
-                    update_proj_gap: int = 200) -> torch.optim.Optimizer:
-    """``name``: one of OPTIMIZERS. ``rank`` and ``update_proj_gap`` matter for the low-rank ones."""
+                    update_proj_gap: int | None = None, **low_rank_options: Any) -> torch.optim.Optimizer:
+    """``name``: one of OPTIMIZERS (``leantrain.names``).
+
+    For the low-rank ones, ``rank`` sizes the subspace of the linear weights (``param_groups``), and
+    ``update_proj_gap`` and the other group keys in ``low_rank_options`` (``scale``, ``proj_type``)
+    left at None take the optimizer class's own default (DCT refreshes every step, GaLore every
+    200). AdamW and SGD take none of those (``rank`` aside) and raise if one is set.
+    """
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer={name!r} is not one of {OPTIMIZERS}")
+    options = {key: value for key, value in {"update_proj_gap": update_proj_gap, **low_rank_options}.items()
+               if value is not None}
     if name in LOW_RANK:
-        groups = param_groups(model, rank=rank, update_proj_gap=update_proj_gap)
-        return LOW_RANK[name](_split_decay(groups, weight_decay), lr=lr, betas=betas)
+        optimizer_class = LOW_RANK[name]
+        taken = [key for key in inspect.signature(optimizer_class).parameters if key not in _SHARED_ARGUMENTS]
+        unknown = [key for key in options if key not in taken]
+        if unknown:
+            raise ValueError(f"optimizer={name!r} does not take {', '.join(unknown)}; it takes {', '.join(taken)}")
+        groups = param_groups(model, rank=rank, **options)
+        return optimizer_class(_split_decay(groups, weight_decay), lr=lr, betas=betas)
+    if options:
+        raise ValueError(f"optimizer={name!r} takes no low-rank option, got {', '.join(options)}; "
+                         f"those are for {', '.join(LOW_RANK)}")
     groups = _split_decay([{"params": [p for p in model.parameters() if p.requires_grad]}], weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr)
