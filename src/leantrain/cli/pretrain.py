@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optim", default="adamw", choices=OPTIMIZERS,
                         help="optimizer; the low-rank ones keep Adam's states of linear weights in rank --rank")
     parser.add_argument("--rank", type=int, default=128)
-    parser.add_argument("--update-proj-gap", type=int, default=200, help="low-rank subspace refresh interval")
+    parser.add_argument("--update-proj-gap", type=int, default=None,
+                        help="low-rank subspace refresh interval (default: the optimizer's own)")
     parser.add_argument("--schedule", default="wsd", choices=[s for s in SCHEDULES if s != "refined"])
     parser.add_argument("--warmup-steps", type=_steps_or_fraction, default=0.05, help="steps or fraction")
     parser.add_argument("--decay-steps", type=_steps_or_fraction, default=0.2, help="wsd/power: steps or fraction")

@@ -60,7 +60,7 @@ class PretrainConfig:
     grad_clip: float = 1.0
     optimizer: str = "adamw"
     rank: int = 128
-    update_proj_gap: int = 200
+    update_proj_gap: int | None = None
     schedule: str = "wsd"
     warmup_steps: int | float = 0.05
     decay_steps: int | float = 0.2
