@@ -223,3 +223,34 @@ def test_activation_recomputed_from_the_linear_input_is_bit_identical_and_keeps_
     assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
     assert stock_saved["intermediate_act_fn"] == 2 * 8 * 64 * 4
     assert "intermediate_act_fn" not in saved_tensor_bytes(block, x).by_name  # x is kept by the Linear already
+
+
+def test_lean_llama_under_bf16_autocast_matches_stock_under_the_same_autocast():
+    """HF's rotary embedding leaves Q and K in fp32 and V in bf16 under autocast; lean attention and
+    the chunked loss cast as eager's matmuls would, so backward runs and agrees within bf16 rounding."""
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from leantrain.lean import apply_lean
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, attn_implementation="eager")
+    stock = LlamaForCausalLM(config)
+    lean = copy.deepcopy(stock)
+    apply_lean(lean)
+    ids = torch.randint(64, (2, 12))
+
+    def loss_and_grads(model):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss.detach(), {name: p.grad for name, p in model.named_parameters()}
+
+    stock_loss, stock_grads = loss_and_grads(stock)
+    lean_loss, lean_grads = loss_and_grads(lean)
+    torch.testing.assert_close(lean_loss, stock_loss, rtol=1e-2, atol=1e-2)
+    for name, grad in stock_grads.items():
+        assert lean_grads[name].dtype == torch.float32
+        assert (lean_grads[name] - grad).norm() <= 0.03 * grad.norm(), name  # a few bf16 roundings

@@ -5,7 +5,9 @@ Plugged into stock HF models through their own extension point: the function is 
 ``transformers.AttentionInterface`` (with HF's eager additive mask) under ``LEAN_ATTENTION`` and
 selected with ``config._attn_implementation``. Exact: the recomputed probabilities are
 bit-identical to the forward ones, the dropout mask is regenerated from its seed; gradients equal
-eager attention's within float rounding. Grouped-query attention keeps K and V unrepeated.
+eager attention's within float rounding. Grouped-query attention keeps K and V unrepeated. Under
+autocast Q, K and V are cast to the autocast dtype first, where eager's matmuls would cast them
+(HF's rotary embedding leaves Q and K in fp32 and V in bf16), so backward sees one dtype.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import Function
 
+from leantrain.autocast import apply_as_autocast_matmul
 from leantrain.lean.dropout import draw_seed, dropout_mask, dropout_scale
 
 LEAN_ATTENTION = "leantrain_recompute"
@@ -100,8 +103,8 @@ def recomputed_attention_forward(
             ~attention_mask, torch.finfo(query.dtype).min)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
     groups = query.shape[1] // key.shape[1]
-    output = RecomputedAttentionFunction.apply(query, key, value, position_bias, attention_mask, draw_seed(), scaling,
-                                               dropout if module.training else 0.0, groups)
+    output = apply_as_autocast_matmul(RecomputedAttentionFunction, (query, key, value), position_bias, attention_mask,
+                                      draw_seed(), scaling, dropout if module.training else 0.0, groups)
     return output.transpose(1, 2).contiguous(), None
 
 

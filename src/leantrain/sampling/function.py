@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from leantrain.autocast import apply_as_autocast_matmul
 from leantrain.sampling.estimators import RowSample, estimate_weight_grad
 from leantrain.sampling.sampler import RowSampler
 
@@ -58,11 +59,4 @@ class SampledLinearFunction(torch.autograd.Function):
 
 def sampled_linear(x: Tensor, weight: Tensor, bias: Tensor | None, sampler: RowSampler) -> Tensor:
     """F.linear with a sampled weight gradient. Under autocast, casts like F.linear would."""
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
-        with torch.autocast(device_type, enabled=False):
-            return SampledLinearFunction.apply(x, weight, bias, sampler)
-    return SampledLinearFunction.apply(x, weight, bias, sampler)
+    return apply_as_autocast_matmul(SampledLinearFunction, (x, weight, bias), sampler)
