@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.autograd import Function
+from torch.distributed.tensor import DTensor
 
 from leantrain.lean.replacement import LeanReplacement
 from leantrain.module_names import linear_weight
@@ -58,6 +59,11 @@ class ActivationFromLinearInput(LeanReplacement):
 
     def forward(self, h: Tensor) -> Tensor:
         x = self.__dict__.pop("pending_input", None)
+        if isinstance(getattr(self.linear, "weight", None), DTensor):
+            raise ValueError(
+                f"lean activation after a {type(self.linear).__name__}: that layer's weight is sharded here (an FSDP2 "
+                "unit of its own, so unsharded only in its own forward); fully_shard the block holding both, or "
+                "apply_lean with LeanConfig(activations=False)")
         weight_bias = linear_weight(self.linear)
         if (not torch.is_grad_enabled() or x is None or weight_bias is None or x.shape[:-1] != h.shape[:-1]
                 or weight_bias[0].shape[0] != h.shape[-1]):

@@ -6,6 +6,11 @@ only the final hidden states (already kept by the final norm) and the targets, a
 each chunk's logits in backward (as Liger-Kernel's fused linear cross-entropy and Apple's Cut
 Cross-Entropy do). Exact within float rounding. In training with ``labels`` the lean model
 returns the loss and ``logits=None``; without labels it runs the stock forward.
+
+The loss is computed inside the forward of the head's companion (``LeanLMHead``, sharing the head's
+Parameters), never from outside it: FSDP2 unshards a module's weight only in its own forward and
+backward, so ``fully_shard(model.lm_head)`` as a unit of its own works. Under autocast the hidden
+states and the head are cast to the autocast dtype, as the stock ``lm_head`` would cast them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.autograd import Function
+
+from leantrain.autocast import apply_as_autocast_matmul
+from leantrain.lean.replacement import LeanReplacement
 
 IGNORE_INDEX = -100
 
@@ -56,20 +64,41 @@ class ChunkedLinearCrossEntropyFunction(Function):
                 None if grad_bias is None else grad_bias.to(bias.dtype), None, None, None)
 
 
-def chunked_causal_lm_loss(hidden: Tensor, head: nn.Linear, labels: Tensor, chunk_rows: int,
+def chunked_causal_lm_loss(hidden: Tensor, head: nn.Module, labels: Tensor, chunk_rows: int,
                            num_items_in_batch: Tensor | int | None = None) -> Tensor:
     """HF's ``ForCausalLMLoss`` (shift by one, ignore -100, mean over counted tokens or divide by
-    ``num_items_in_batch``) on ``head(hidden)``, chunk by chunk."""
+    ``num_items_in_batch``) on ``head(hidden)``, chunk by chunk. Call it inside ``head``'s forward."""
     targets = nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].reshape(-1).to(hidden.device)
     divisor = (targets != IGNORE_INDEX).sum() if num_items_in_batch is None else num_items_in_batch
     divisor = torch.as_tensor(divisor, device=hidden.device)
-    return ChunkedLinearCrossEntropyFunction.apply(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias,
-                                                   targets, divisor, chunk_rows)
+    return apply_as_autocast_matmul(ChunkedLinearCrossEntropyFunction,
+                                    (hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias),
+                                    targets, divisor, chunk_rows)
 
 
-def lean_causal_lm_forward(model: nn.Module, *args, labels: Tensor | None = None, chunk_rows: int = 1024,
-                           **kwargs):
-    """``model.forward`` of a HF causal LM with the chunked loss when training with labels."""
+class LeanLMHead(LeanReplacement):
+    """Drop-in for a causal LM's ``nn.Linear`` head: ``head(hidden)`` gives the logits as before,
+    ``head(hidden, labels=...)`` the chunked loss, read from this module's own weight."""
+
+    def __init__(self, original: nn.Linear, chunk_rows: int) -> None:
+        super().__init__(original)
+        self.weight, self.bias = original.weight, original.bias
+        self.in_features, self.out_features, self.chunk_rows = original.in_features, original.out_features, chunk_rows
+
+    def forward(self, hidden: Tensor, labels: Tensor | None = None,
+                num_items_in_batch: Tensor | int | None = None) -> Tensor:
+        if labels is None:
+            return nn.functional.linear(hidden, self.weight, self.bias)
+        return chunked_causal_lm_loss(hidden, self, labels, self.chunk_rows, num_items_in_batch)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"chunked loss of {self.chunk_rows} rows")
+
+
+def lean_causal_lm_forward(model: nn.Module, *args, labels: Tensor | None = None, **kwargs):
+    """``model.forward`` of a HF causal LM whose head is a ``LeanLMHead``: the chunked loss when
+    training with labels, else the stock forward."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     if labels is None or not torch.is_grad_enabled():
@@ -77,7 +106,7 @@ def lean_causal_lm_forward(model: nn.Module, *args, labels: Tensor | None = None
     num_items = kwargs.pop("num_items_in_batch", None)
     kwargs.pop("logits_to_keep", None)
     outputs = model.base_model(*args, **kwargs)
-    loss = chunked_causal_lm_loss(outputs[0], model.get_output_embeddings(), labels, chunk_rows, num_items)
+    loss = model.get_output_embeddings()(outputs[0], labels=labels, num_items_in_batch=num_items)
     return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=getattr(outputs, "past_key_values", None),
                                   hidden_states=getattr(outputs, "hidden_states", None),
                                   attentions=getattr(outputs, "attentions", None))

@@ -14,6 +14,11 @@ class LeanReplacement(nn.Module):
         self.__dict__["original"] = original
         self.train(original.training)
 
+    def shares_parameters(self) -> bool:
+        """Whether each Parameter registered here is still ``original``'s: FSDP2's ``fully_shard``
+        swaps the Parameters of the modules in the model, not of ``original``."""
+        return all(getattr(self.original, name, None) is param for name, param in self._parameters.items())
+
     def restore(self) -> nn.Module:
         self.original.train(self.training)
         return self.original

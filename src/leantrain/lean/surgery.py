@@ -22,7 +22,7 @@ from leantrain.lean.activation import ActivationFromLinearInput, activation_pair
 from leantrain.lean.attention import LEAN_ATTENTION, SwappedAttention, register_lean_attention
 from leantrain.lean.config import LeanConfig
 from leantrain.lean.dropout import LeanDropout
-from leantrain.lean.lm_loss import has_plain_lm_head, lean_causal_lm_forward
+from leantrain.lean.lm_loss import LeanLMHead, has_plain_lm_head, lean_causal_lm_forward
 from leantrain.lean.norms import LeanLayerNorm, LeanRMSNorm, looks_like_rms_norm
 from leantrain.lean.recompute import (
     ATTENTION_CLASS_SUFFIXES,
@@ -126,8 +126,12 @@ def apply_lean(
             hf_config._attn_implementation = LEAN_ATTENTION
             changed[f"{name}config._attn_implementation"] = f"{value} -> {LEAN_ATTENTION}"
     if config.lm_loss and "forward" not in model.__dict__ and has_plain_lm_head(model):
-        rows = max(1, config.lm_loss_chunk_logits // model.get_output_embeddings().out_features)
-        model.forward = functools.partial(lean_causal_lm_forward, model, chunk_rows=rows)
+        head = model.get_output_embeddings()
+        head_name = next(name for name, module in model.named_modules() if module is head)
+        rows = max(1, config.lm_loss_chunk_logits // head.out_features)
+        _swap(model, head_name, LeanLMHead(head, rows))
+        model.forward = functools.partial(lean_causal_lm_forward, model)
+        changed[head_name] = "LeanLMHead"
         changed["forward"] = f"chunked LM-head loss ({rows} rows per chunk)"
     return changed
 
@@ -135,6 +139,11 @@ def apply_lean(
 def remove_lean(model: nn.Module) -> dict[str, str]:
     """Put back every stock module, the attention implementation and the stock forward.
     Returns what was restored: name -> the stock type or setting."""
+    moved = [name for name, module in model.named_modules()
+             if isinstance(module, LeanReplacement) and not module.shares_parameters()]
+    if moved:
+        raise ValueError(f"remove_lean: the parameters of {', '.join(moved[:3])} are no longer those of the modules "
+                         "they replaced (FSDP2's fully_shard swaps them); call remove_lean before fully_shard")
     restored: dict[str, str] = {}
     for name, module in sorted(model.named_modules(), key=lambda item: -item[0].count(".")):
         if isinstance(module, LeanReplacement):

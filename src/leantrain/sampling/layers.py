@@ -15,7 +15,9 @@ class SampledLinear(nn.Module):
     The wrapper registers the wrapped module's own Parameter objects under the same names, so the
     model's state_dict keys and any optimizer built beforehand stay valid. The wrapped module is
     kept unregistered as ``base`` and is what ``remove_sampling`` puts back. In eval mode, under
-    ``torch.no_grad`` or inside ``exact_gradients`` the forward is the wrapped module's own.
+    ``torch.no_grad`` or inside ``exact_gradients`` the forward is the wrapped module's own linear
+    map, computed from the wrapper's registered weight: FSDP2 swaps in the unsharded weight there,
+    not in ``base``.
     """
 
     def __init__(self, base: nn.Module, sampler: RowSampler) -> None:
@@ -41,11 +43,11 @@ class SampledLinear(nn.Module):
                 f"{self.sampler.name or 'SampledLinear'}: input dtype {x.dtype} is not a floating-point "
                 "type (float32, bfloat16 or float16)"
             )
+        weight = self.weight.t() if self.weight_is_transposed else self.weight
         if not (self.training and self.sampling_enabled and torch.is_grad_enabled()):
-            return self.base.forward(x)
+            return nn.functional.linear(x, weight, self.bias)
         if x.dim() == 1:
             return self.forward(x[None])[0]
-        weight = self.weight.t() if self.weight_is_transposed else self.weight
         return sampled_linear(x, weight, self.bias, self.sampler)
 
     def extra_repr(self) -> str:
