@@ -58,12 +58,12 @@ def test_random_bases_are_orthonormal_and_reproducible():
     assert torch.equal(projectors.project(grad, basis, "left"), grad[indices])
 
 
-def test_top_l1_indices_pick_the_aligned_basis_vectors():
+def test_top_l1_scores_pick_the_aligned_basis_vectors():
     q = projectors.dct_basis(16, torch.float64)
     grad = 5 * q[:, [3, 11]] @ torch.randn(2, 40, dtype=torch.float64) + 0.01 * torch.randn(16, 40, dtype=torch.float64)
     coefficients = projectors.project(grad, q, "left")
-    indices = projectors.top_l1_indices(coefficients, 2, "left")
+    indices = projectors.top_indices(projectors.l1_scores(coefficients, "left"), 2)
     assert indices.dtype == torch.int32 and indices.tolist() == [3, 11]
     assert torch.equal(projectors.select(coefficients, indices, "left"), coefficients[[3, 11]])
-    right = projectors.top_l1_indices(projectors.project(grad.T, q, "right"), 2, "right")
+    right = projectors.top_indices(projectors.l1_scores(projectors.project(grad.T, q, "right"), "right"), 2)
     assert right.tolist() == [3, 11]

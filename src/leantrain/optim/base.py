@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from leantrain.optim.projectors import PROJ_TYPES, projected_size
+from leantrain.optim.sharding import RowShards, check_row_sharded
 
 
 def _positive_int(value: Any) -> bool:
@@ -33,6 +34,8 @@ class LowRankOptimizer(Optimizer):
 
     Subclasses implement :meth:`low_rank_direction`; the inner rule (Adam) is :meth:`inner_rule`,
     which a subclass or test may override (e.g. plain SGD, to check a projection in isolation).
+    Under FSDP2 a low-rank weight's math runs on its local rows; matrix ops go through
+    :class:`~leantrain.optim.sharding.RowShards` (plain groups do element-wise math on the DTensors).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class LowRankOptimizer(Optimizer):
         if proj_type not in PROJ_TYPES:
             raise ValueError(f"proj_type={proj_type!r} is not one of {PROJ_TYPES}")
         for param in group["params"]:
+            check_row_sharded(param)
             if param.dim() != 2:
                 raise ValueError(
                     f"a low-rank group (rank={rank}) got a {param.dim()}-D parameter of shape {tuple(param.shape)}; "
@@ -117,11 +121,13 @@ class LowRankOptimizer(Optimizer):
         return (state["step"] - 1) % group["update_proj_gap"] == 0
 
     def low_rank_direction(
-        self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], slot: tuple[int, int]
+        self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], slot: tuple[int, int], shards: RowShards
     ) -> tuple[Tensor, float]:
         """The update direction U and a factor c for a weight in a low-rank group: W ← W − η·c·U.
 
-        ``slot`` is (group index, position in the group): it seeds random subspaces reproducibly.
+        ``grad`` and U are this rank's rows (all rows unless FSDP2 shards the weight); ``shards``
+        knows the global shape and does the matrix ops across ranks. ``slot`` is (group index,
+        position in the group): it seeds random subspaces reproducibly.
         """
         raise NotImplementedError
 
@@ -140,10 +146,13 @@ class LowRankOptimizer(Optimizer):
                 state = self.state[param]
                 state["step"] = state.get("step", 0) + 1
                 if "rank" in group:
-                    direction, factor = self.low_rank_direction(param.grad, state, group, (group_index, position))
+                    shards = RowShards(param.grad)
+                    direction, factor = self.low_rank_direction(
+                        shards.local(param.grad), state, group, (group_index, position), shards)
+                    shards.local(param).add_(direction, alpha=-group["lr"] * factor)
                 else:
                     direction, factor = self.inner_rule(param.grad, state, group)
-                param.add_(direction, alpha=-group["lr"] * factor)
+                    param.add_(direction, alpha=-group["lr"] * factor)
                 if group["weight_decay"] > 0:
                     param.add_(param, alpha=-group["lr"] * group["weight_decay"])
         return loss

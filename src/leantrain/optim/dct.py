@@ -8,7 +8,8 @@ from typing import Any
 from torch import Tensor
 
 from leantrain.optim.base import LowRankOptimizer
-from leantrain.optim.projectors import dct_basis, project, project_back, projected_side, select, top_l1_indices
+from leantrain.optim.projectors import dct_basis, l1_scores, projected_side, select, top_indices
+from leantrain.optim.sharding import RowShards
 
 
 class DCTAdamW(LowRankOptimizer):
@@ -49,16 +50,19 @@ class DCTAdamW(LowRankOptimizer):
         return list(self.bases.values())
 
     def low_rank_direction(
-        self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], slot: tuple[int, int]
+        self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], slot: tuple[int, int], shards: RowShards
     ) -> tuple[Tensor, float]:
-        side = projected_side(grad.shape, group["proj_type"])
-        basis = self.shared_basis(grad.shape[0] if side == "left" else grad.shape[1], grad)
+        side = projected_side(shards.shape, group["proj_type"])
+        basis = self.shared_basis(shards.shape[0] if side == "left" else shards.shape[1], grad)
         if self.refresh_due(state, group):
-            coefficients = project(grad, basis, side)
-            state["indices"] = top_l1_indices(coefficients, group["rank"], side)
+            coefficients = shards.project(grad, basis, side)
+            scores = l1_scores(coefficients, side)
+            if side == "right":  # G Q holds this rank's rows of G: the scores sum over every rank's rows
+                scores = shards.sum(scores)
+            state["indices"] = top_indices(scores, group["rank"])
             low_rank = select(coefficients, state["indices"], side)
         else:
-            low_rank = project(grad, basis.index_select(1, state["indices"]), side)
+            low_rank = shards.project(grad, basis.index_select(1, state["indices"]), side)
         direction, correction = self.inner_rule(low_rank, state, group)
-        back = project_back(direction, basis.index_select(1, state["indices"]), side)
+        back = shards.project_back(direction, basis.index_select(1, state["indices"]), side)
         return back.mul_(group["scale"]), correction

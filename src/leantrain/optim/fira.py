@@ -10,7 +10,7 @@ from torch import Tensor
 
 from leantrain.optim.base import LowRankOptimizer
 from leantrain.optim.galore import GaLoreAdamW
-from leantrain.optim.projectors import project, project_back
+from leantrain.optim.sharding import RowShards
 
 RESIDUALS = ("paper", "official")
 
@@ -56,22 +56,22 @@ class FiraAdamW(GaLoreAdamW):
             raise ValueError(f"residual={group['residual']!r} is not one of {RESIDUALS}")
 
     def low_rank_direction(
-        self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], slot: tuple[int, int]
+        self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], slot: tuple[int, int], shards: RowShards
     ) -> tuple[Tensor, float]:
-        basis, side = self.subspace(grad, state, group)
-        low_rank = project(grad, basis, side)
+        basis, side = self.subspace(state, group, shards)
+        low_rank = shards.project(grad, basis, side)
         direction, correction = self.inner_rule(low_rank, state, group)
-        in_subspace = project_back(low_rank, basis, side)
+        in_subspace = shards.project_back(low_rank, basis, side)
         if group["residual"] == "official":
             in_subspace.mul_(group["scale"])
         kept = 0 if side == "left" else 1  # norms over the reduced side: one factor per kept row/column
         factor = direction.norm(dim=kept, keepdim=True) / (low_rank.norm(dim=kept, keepdim=True) + 1e-8)
         scaled_residual = (grad - in_subspace).mul_(factor)
-        norm = scaled_residual.norm()
+        norm = shards.norm(scaled_residual)
         if "residual_norm" in state:
             shrink = torch.clamp(norm / (state["residual_norm"] + 1e-8), min=group["limiter"]) / group["limiter"]
             scaled_residual.div_(shrink)
             norm = norm / shrink
         state["residual_norm"] = norm
-        update = project_back(direction, basis, side).mul_(group["scale"]).add_(scaled_residual)
+        update = shards.project_back(direction, basis, side).mul_(group["scale"]).add_(scaled_residual)
         return update, correction

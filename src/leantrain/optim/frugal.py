@@ -12,8 +12,6 @@ from torch import Tensor
 from leantrain.optim.base import LowRankOptimizer
 from leantrain.optim.projectors import (
     coordinate_basis,
-    project,
-    project_back,
     projected_side,
     projected_size,
     random_coordinates,
@@ -21,6 +19,7 @@ from leantrain.optim.projectors import (
     seeded_generator,
     svd_basis,
 )
+from leantrain.optim.sharding import RowShards
 
 SUBSPACES = ("svd", "random", "randperm", "blocks")
 BLOCK_ORDERS = ("random", "descending")
@@ -100,13 +99,14 @@ class FrugalAdamW(LowRankOptimizer):
         super().validate_low_rank_group(group)
 
     def subspace_basis(
-        self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], side: str, draw: tuple[int, ...]
+        self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], shards: RowShards, side: str,
+        draw: tuple[int, ...],
     ) -> Tensor:
         """The basis B for this period, drawn anew when a refresh is due; "randperm" stores only indices."""
-        kind, rank, size = group["subspace"], group["rank"], projected_size(grad.shape, group["proj_type"])
+        kind, rank, size = group["subspace"], group["rank"], projected_size(shards.shape, group["proj_type"])
         if self.refresh_due(state, group):
             if kind == "svd":
-                state["projector"] = svd_basis(grad, rank, side)
+                state["projector"] = svd_basis(shards.full_gradient(), rank, side)
             elif kind == "random":
                 basis = random_orthonormal_basis(size, rank, seeded_generator(group["seed"], *draw))
                 state["projector"] = basis.to(device=grad.device, dtype=grad.dtype)
@@ -117,7 +117,7 @@ class FrugalAdamW(LowRankOptimizer):
         return state["projector"]
 
     def low_rank_direction(
-        self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], slot: tuple[int, int]
+        self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], slot: tuple[int, int], shards: RowShards
     ) -> tuple[Tensor, float]:
         if self.refresh_due(state, group):
             self.reset_inner_state(state)
@@ -132,10 +132,10 @@ class FrugalAdamW(LowRankOptimizer):
                 return grad.sign().mul_(state_free_scale), group["scale"]
             direction, correction = self.inner_rule(grad, state, group)
             return direction.mul_(correction), group["scale"]
-        side = projected_side(grad.shape, group["proj_type"])
-        basis = self.subspace_basis(grad, state, group, side, (*slot, refresh))
-        low_rank = project(grad, basis, side)
+        side = projected_side(shards.shape, group["proj_type"])
+        basis = self.subspace_basis(grad, state, group, shards, side, (*slot, refresh))
+        low_rank = shards.project(grad, basis, side)
         direction, correction = self.inner_rule(low_rank, state, group)
-        state_free = grad - project_back(low_rank, basis, side)
-        update = project_back(direction, basis, side).mul_(correction)
+        state_free = grad - shards.project_back(low_rank, basis, side)
+        update = shards.project_back(direction, basis, side).mul_(correction)
         return update.add_(state_free.sign_(), alpha=state_free_scale), group["scale"]

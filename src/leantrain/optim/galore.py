@@ -8,7 +8,8 @@ from typing import Any
 from torch import Tensor
 
 from leantrain.optim.base import LowRankOptimizer
-from leantrain.optim.projectors import project, project_back, projected_side, svd_basis
+from leantrain.optim.projectors import projected_side, svd_basis
+from leantrain.optim.sharding import RowShards
 
 
 class GaLoreAdamW(LowRankOptimizer):
@@ -37,16 +38,16 @@ class GaLoreAdamW(LowRankOptimizer):
             params, lr, betas, eps, weight_decay, update_proj_gap=update_proj_gap, scale=scale, proj_type=proj_type
         )
 
-    def subspace(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> tuple[Tensor, str]:
-        """The basis B (refreshed from the SVD of G when due) and the side it reduces."""
-        side = projected_side(grad.shape, group["proj_type"])
+    def subspace(self, state: dict[str, Any], group: dict[str, Any], shards: RowShards) -> tuple[Tensor, str]:
+        """The basis B (refreshed from the SVD of the whole G when due) and the side it reduces."""
+        side = projected_side(shards.shape, group["proj_type"])
         if self.refresh_due(state, group):
-            state["projector"] = svd_basis(grad, group["rank"], side)
+            state["projector"] = svd_basis(shards.full_gradient(), group["rank"], side)
         return state["projector"], side
 
     def low_rank_direction(
-        self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], slot: tuple[int, int]
+        self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], slot: tuple[int, int], shards: RowShards
     ) -> tuple[Tensor, float]:
-        basis, side = self.subspace(grad, state, group)
-        direction, correction = self.inner_rule(project(grad, basis, side), state, group)
-        return project_back(direction, basis, side).mul_(group["scale"]), correction
+        basis, side = self.subspace(state, group, shards)
+        direction, correction = self.inner_rule(shards.project(grad, basis, side), state, group)
+        return shards.project_back(direction, basis, side).mul_(group["scale"]), correction

@@ -94,12 +94,14 @@ def dct_basis(size: int, dtype: torch.dtype = torch.float32, device: torch.devic
     return basis.to(dtype=dtype, device=device)
 
 
-def top_l1_indices(coefficients: Tensor, rank: int, side: str) -> Tensor:
-    """The ``rank`` basis vectors best aligned with G by ℓ1 norm of their coefficients, sorted, as int32.
+def l1_scores(coefficients: Tensor, side: str) -> Tensor:
+    """The ℓ1 norm of each basis vector's coefficients, from the full projection onto a d-vector basis:
+    Qᵀ G (left, d×n: sums over rows of one basis vector) or G Q (right, m×d: sums over G's rows)."""
+    return coefficients.abs().sum(dim=1 if side == "left" else 0)
 
-    ``coefficients`` is the full projection onto a d-vector basis: Qᵀ G (left, d×n) or G Q (right, m×d).
-    """
-    scores = coefficients.abs().sum(dim=1 if side == "left" else 0)
+
+def top_indices(scores: Tensor, rank: int) -> Tensor:
+    """The ``rank`` basis vectors with the highest scores (best aligned with G), sorted, as int32."""
     return torch.topk(scores.float(), rank).indices.sort().values.to(torch.int32)
 
 
