@@ -3,8 +3,13 @@
 import argparse
 import json
 
+import pytest
+import torch
+
+from leantrain.cli import main
 from leantrain.cli import schedule as schedule_cli
-from leantrain.schedules import SCHEDULES, lr_curve
+from leantrain.names import SCHEDULES
+from leantrain.schedules import OPTIONS, build, lr_curve, options_for
 from leantrain.schedules.predictor import LossCurveFit
 
 
@@ -14,8 +19,26 @@ def run_cli(argv):
     return schedule_cli.run(parser.parse_args(argv))
 
 
-def test_cli_knows_every_schedule():
-    assert schedule_cli.SCHEDULES == SCHEDULES
+def test_every_schedule_has_its_options():
+    assert set(OPTIONS) == set(SCHEDULES)
+
+
+def test_an_option_the_schedule_does_not_take_is_an_error():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    with pytest.raises(ValueError, match="schedule 'wsd' does not take 'a'; it takes decay_steps, decay, half_life"):
+        build("wsd", optimizer, total_steps=10, a=3.0)
+    with pytest.raises(ValueError, match="schedule 'cosine' does not take 'decay'; it takes no option"):
+        options_for("cosine", decay="exp")
+    with pytest.raises(ValueError, match="min_lr_ratio must be 0 for the refined schedule"):
+        build("refined", optimizer, total_steps=3, min_lr_ratio=0.1, grad_norms=[1.0, 1.0, 1.0])
+    # unset settings (None) are left out; facts about the run go only to a schedule that takes them
+    assert options_for("wsd", {"batch_size": 8}, a=None, decay="exp") == {"decay": "exp"}
+    assert options_for("power", {"batch_size": 8}, a=3.0) == {"batch_size": 8, "a": 3.0}
+
+
+def test_cli_refuses_a_setting_no_chosen_schedule_takes(capsys):
+    assert main(["schedule", "plot", "wsd", "cosine", "--a", "3", "--out", "unused.png"]) == 2
+    assert "--a is a setting of power; wsd, cosine do not take it" in capsys.readouterr().err
 
 
 def test_plot_writes_a_png(tmp_path, capsys):

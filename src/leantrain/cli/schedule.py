@@ -8,6 +8,8 @@ from leantrain.names import SCHEDULES
 
 NAME = "schedule"
 HELP = "plot lr schedules to a PNG, or fit the LR-annealing loss law on logged runs and predict another"
+# The flat schedule settings that only some schedules take (schedules.OPTIONS), by their argparse dest.
+SETTINGS = ("decay_steps", "decay", "half_life", "batch_size", "tokens_per_step", "a", "b", "grad_norms")
 
 
 def _steps_or_fraction(text: str) -> int | float:
@@ -15,7 +17,8 @@ def _steps_or_fraction(text: str) -> int | float:
 
 
 def add_schedule_options(parser: argparse.ArgumentParser) -> None:
-    """The flat schedule settings; each schedule takes the ones it uses (``schedules.options_for``)."""
+    """The flat schedule settings. A set one goes to each chosen schedule that takes it, and one that
+    no chosen schedule takes is an error (``schedules.options_for``)."""
     group = parser.add_argument_group("schedule")
     group.add_argument("--total-steps", type=int, default=1000, help="optimizer updates (default 1000)")
     group.add_argument("--warmup-steps", type=int, default=0)
@@ -33,21 +36,28 @@ def add_schedule_options(parser: argparse.ArgumentParser) -> None:
                        help="refined: JSONL metrics of an earlier run with 'grad_norm' on every step")
 
 
-def schedule_lrs(name: str, args: argparse.Namespace) -> list[float]:
+def schedule_curves(names: list[str], args: argparse.Namespace) -> dict[str, list[float]]:
+    """The lr of every update of each schedule in ``names``, from the settings the user set."""
     from leantrain.io import read_metrics
-    from leantrain.schedules import lr_curve, options_for
+    from leantrain.schedules import OPTIONS, lr_curve, options_for
 
-    grad_norms, total_steps = None, args.total_steps
-    if name == "refined":
-        if args.grad_norms is None:
-            raise ValueError("the refined schedule needs --grad-norms METRICS.jsonl")
-        grad_norms = [r["grad_norm"] for r in read_metrics(args.grad_norms) if "grad_norm" in r]
-        total_steps = len(grad_norms)
-    options = options_for(name, decay_steps=args.decay_steps, decay=args.decay, half_life=args.half_life,
-                          batch_size=args.batch_size, tokens_per_step=args.tokens_per_step, a=args.a, b=args.b,
-                          grad_norms=grad_norms)
-    return lr_curve(name, total_steps, lr=args.lr, warmup_steps=args.warmup_steps,
-                    min_lr_ratio=args.min_lr_ratio, **options)
+    settings = {key: getattr(args, key) for key in SETTINGS if getattr(args, key) is not None}
+    for key in settings:
+        takers = [name for name, taken in OPTIONS.items() if key in taken]
+        if not set(takers) & set(names):
+            raise ValueError(f"--{key.replace('_', '-')} is a setting of {', '.join(takers)}; "
+                             f"{', '.join(names)} {'does' if len(names) == 1 else 'do'} not take it")
+    if "refined" in names and "grad_norms" not in settings:
+        raise ValueError("the refined schedule needs --grad-norms METRICS.jsonl")
+    if "grad_norms" in settings:
+        settings["grad_norms"] = [r["grad_norm"] for r in read_metrics(args.grad_norms) if "grad_norm" in r]
+    curves = {}
+    for name in names:
+        total_steps = len(settings["grad_norms"]) if name == "refined" else args.total_steps
+        options = options_for(name, **{key: value for key, value in settings.items() if key in OPTIONS[name]})
+        curves[name] = lr_curve(name, total_steps, lr=args.lr, warmup_steps=args.warmup_steps,
+                                min_lr_ratio=args.min_lr_ratio, **options)
+    return curves
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _plot(args: argparse.Namespace) -> int:
     from leantrain.schedules.plots import plot_lr_curves
 
-    curves = {name: schedule_lrs(name, args) for name in args.names}
+    curves = schedule_curves(args.names, args)
     for name, lrs in curves.items():
         print(f"{name:>8}: start {lrs[0]:.3g}, peak {max(lrs):.3g}, last {lrs[-1]:.3g} over {len(lrs)} steps")
     print(f"wrote {plot_lr_curves(curves, args.out)}")
@@ -101,7 +111,7 @@ def _predict(args: argparse.Namespace) -> int:
         name, lrs = f"target {Path(args.target).parent.name}", target.lrs
         observed[name] = (target.steps, target.losses)
     else:
-        name, lrs = args.schedule, schedule_lrs(args.schedule, args)
+        name, lrs = args.schedule, schedule_curves([args.schedule], args)[args.schedule]
     predicted[name] = curve = fit.predict(lrs)
     print(f"predicted final {args.key} of {name} after {len(lrs)} steps: {curve[-1]:.4f}")
     if args.target and target.steps[-1] == len(lrs):

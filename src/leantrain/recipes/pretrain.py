@@ -173,9 +173,13 @@ def pretrain(config: PretrainConfig, resume: bool = False, show_bar: bool = True
     total_steps = config.total_steps
     scheduler = build(config.schedule, optimizer, total_steps=total_steps,
                       warmup_steps=config.steps(config.warmup_steps), min_lr_ratio=config.min_lr_ratio,
-                      **options_for(config.schedule, decay_steps=config.decay_steps, decay=config.decay,
-                                    batch_size=config.batch_size * config.grad_accum,
-                                    tokens_per_step=config.tokens_per_step, a=config.power_a, b=config.power_b))
+                      **options_for(config.schedule, {"batch_size": config.batch_size * config.grad_accum,
+                                                      "tokens_per_step": config.tokens_per_step},
+                                    **{key: value for key, value, default in (  # only the settings changed
+                                        ("decay_steps", config.decay_steps, PretrainConfig.decay_steps),
+                                        ("decay", config.decay, PretrainConfig.decay),
+                                        ("a", config.power_a, PretrainConfig.power_a),
+                                        ("b", config.power_b, PretrainConfig.power_b)) if value != default}))
     start_step = 0
     if resume:
         state = load_checkpoint(checkpoint_path)

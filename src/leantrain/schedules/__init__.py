@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch.optim import Optimizer
 
@@ -27,11 +30,23 @@ OPTIONS: dict[str, tuple[str, ...]] = {  # what each schedule takes besides tota
 }
 
 
-def options_for(name: str, **available) -> dict:
-    """The subset of ``available`` (non-None values) that schedule ``name`` takes, for callers such
-    as the CLI and recipes that hold one flat set of settings for every schedule."""
+def check_options(name: str, options: Mapping[str, Any]) -> None:
+    """Raise ValueError unless ``name`` is a schedule that takes every one of ``options``."""
     require(name in OPTIONS, "schedule", name, f"one of {', '.join(SCHEDULES)}")
-    return {key: value for key, value in available.items() if key in OPTIONS[name] and value is not None}
+    for key in options:
+        if key not in OPTIONS[name]:
+            takes = ", ".join(OPTIONS[name]) or "no option"
+            raise ValueError(f"schedule {name!r} does not take {key!r}; it takes {takes} (besides total_steps, "
+                             "warmup_steps and min_lr_ratio)")
+
+
+def options_for(name: str, context: Mapping[str, Any] | None = None, **settings: Any) -> dict[str, Any]:
+    """The options for ``build(name, ...)`` from the settings a user set (None: not set), which must
+    all be ones that ``name`` takes (ValueError naming the first that is not), plus those facts
+    about the run in ``context`` (e.g. ``batch_size``, ``tokens_per_step``) that ``name`` takes."""
+    options = {key: value for key, value in settings.items() if value is not None}
+    check_options(name, options)
+    return {**{key: value for key, value in (context or {}).items() if key in OPTIONS[name]}, **options}
 
 
 def build(name: str, optimizer: Optimizer, *, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0,
@@ -45,8 +60,12 @@ def build(name: str, optimizer: Optimizer, *, total_steps: int, warmup_steps: in
       ``half_life``;
     - ``"power"``: :class:`Power`, options ``batch_size``, ``tokens_per_step`` (required), ``a``, ``b``,
       ``decay``, ``max_lr`` and ``decay_steps`` (steps or fraction, default 0.2) ending at ``total_steps``;
-    - ``"refined"``: :class:`Refined`, options ``grad_norms`` (``total_steps`` of them), ``smoothing``.
+    - ``"refined"``: :class:`Refined`, options ``grad_norms`` (``total_steps`` of them), ``smoothing``;
+      it ends at 0, so ``min_lr_ratio`` must be 0.
+
+    An option that ``name`` does not take raises ValueError naming it.
     """
+    check_options(name, options)
     if name == "constant":
         return WSD(optimizer, warmup_steps, total_steps, 0, min_lr_ratio=min_lr_ratio, **options)
     if name == "cosine":
@@ -70,11 +89,12 @@ def build(name: str, optimizer: Optimizer, *, total_steps: int, warmup_steps: in
         return Power(optimizer, warmup_steps=warmup_steps, decay_start=decay_start, decay_steps=decay_steps,
                      min_lr_ratio=min_lr_ratio, **options)
     if name == "refined":
+        require(min_lr_ratio == 0.0, "min_lr_ratio", min_lr_ratio, "0 for the refined schedule (it ends at 0)")
         grad_norms = options.pop("grad_norms")
         require(len(grad_norms) == total_steps, "grad_norms", f"{len(grad_norms)} values",
                 f"one per step, total_steps = {total_steps}")
         return Refined(optimizer, grad_norms, warmup_steps, **options)
-    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {name!r}")
+    raise AssertionError(f"schedule {name!r} is in OPTIONS but not built")
 
 
 def lr_curve(name: str, total_steps: int, lr: float = 1.0, **kwargs) -> list[float]:
@@ -90,4 +110,4 @@ def lr_curve(name: str, total_steps: int, lr: float = 1.0, **kwargs) -> list[flo
 
 
 __all__ = ["DECAY_SHAPES", "OPTIONS", "REX", "SCHEDULES", "WSD", "LinearDecay", "MultiplierSchedule", "Power",
-           "Refined", "build", "lr_curve", "options_for"]
+           "Refined", "build", "check_options", "lr_curve", "options_for"]
