@@ -2,11 +2,13 @@
 
 Module-level companions replace stock modules (``nn.Dropout``, ``nn.ReLU``, ``nn.LayerNorm``,
 RMSNorms, MLP blocks, activations after a Linear) and share their parameter objects; attention is switched through HF's
-``attn_implementation``; the chunked LM loss is an instance-level ``forward``. Like PEFT's
+``attn_implementation``; the chunked LM loss is computed in the head's companion (``LeanLMHead``),
+to which an instance-level ``forward`` hands the labels. Like PEFT's
 inject/unload and torchao's ``quantize_(model, config, filter_fn)``; modules are chosen with the
 selector of every conversion (leantrain.module_names).
 
-With sampled layers (``lt.apply_sampling``), apply those first. Blocks holding them are recomputed
+Under FSDP2, apply lean before ``fully_shard`` and remove it before too. With sampled layers
+(``lt.apply_sampling``), apply those first. Blocks holding them are recomputed
 too: a rerun before the backward draws the same rows (sampling/sampler.py); with
 ``importance="cached"``, run the backward inside ``lt.sample_ids`` as well.
 """
