@@ -62,7 +62,7 @@ def run_gradient_demo(
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=len(LABELS))
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    names = apply_sampling(model, config)
+    names = list(apply_sampling(model, config))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     train, _ = split(load_bbc_news(), seed=seed)
     model.train()
