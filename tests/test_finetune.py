@@ -113,12 +113,12 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_bit_identically(tiny_mod
                             sampling=parse_run("full+wtacrs@0.3", FinetuneConfig()).sampling)
     whole = run_finetune(config, run_dir=tmp_path / "whole", show_bar=False)
 
-    def interrupt_at_step_6(step, loss):
-        if step == 6:
+    def interrupt_at_step_6(record):
+        if record["step"] == 6 and "loss" in record:
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
 
     with pytest.raises(KeyboardInterrupt):
-        run_finetune(config, run_dir=tmp_path / "split", on_step=interrupt_at_step_6, show_bar=False)
+        run_finetune(config, run_dir=tmp_path / "split", on_record=interrupt_at_step_6, show_bar=False)
     assert (tmp_path / "split" / "checkpoint.safetensors").is_file()
     resumed = run_finetune(config, run_dir=tmp_path / "split", resume=True, show_bar=False)
     assert resumed.accuracy_by_epoch == whole.accuracy_by_epoch
@@ -132,7 +132,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_bit_identically(tiny_mod
 def test_resume_refuses_a_changed_config_and_bad_input_leaves_no_checkpoint(tiny_model, csv_data, tmp_path):
     config = FinetuneConfig(model=tiny_model, data=csv_data, epochs=1, batch_size=8, seq_len=16)
     run_finetune(config, run_dir=tmp_path / "run", show_bar=False)
-    with pytest.raises(ValueError, match=r"config differs in \['lr'\]"):
+    with pytest.raises(ValueError, match=r"settings differ in \['lr'\]"):
         run_finetune(FinetuneConfig(model=tiny_model, data=csv_data, epochs=1, batch_size=8, seq_len=16, lr=1.0),
                      run_dir=tmp_path / "run", resume=True, show_bar=False)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):

@@ -1,16 +1,14 @@
-"""Fine-tune a sequence classifier: data -> model (full or LoRA, sampled and/or lean) -> loop -> report.
+"""Fine-tune a sequence classifier: data -> model (full or LoRA, sampled and/or lean) -> engine -> report.
 
 The default is fully offline: MiniLM-L6 on BBC News (deduplicated, seeded 80/20 split), inputs
 padded to a fixed length as in the WTA-CRS paper's runs. Every epoch ends with an evaluation on
-the test split. With a run folder, metrics go to ``metrics.jsonl`` and the whole training state
-to ``checkpoint.safetensors`` (written atomically) at the end of every epoch and on Ctrl-C; a
-resumed run continues exactly where the checkpoint left off.
+the test split. The loop, checkpoints (every epoch and on Ctrl-C), resume and several processes
+are the engine's (leantrain.engine); ``batch_size`` is the global batch over all processes.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,16 +18,13 @@ from torch import nn
 
 from leantrain.convert import Conversion, conversions
 from leantrain.data.classification import ClassificationData, load_classification_data
-from leantrain.io import MetricsWriter, load_checkpoint, save_checkpoint
-from leantrain.io.interrupt import StopRequest
+from leantrain.engine import Engine, EngineConfig, TrainTask
+from leantrain.engine.loop import CHECKPOINT, SAMPLE_IDS
 from leantrain.models.pretrained import minilm_path
 from leantrain.optim.factory import OPTIMIZERS, build_optimizer
-from leantrain.sampling import (
-    SamplingConfig,
-    load_sampling_state_dict,
-    sample_ids,
-    sampling_state_dict,
-)
+from leantrain.sampling import SamplingConfig
+from leantrain.schedules import SCHEDULES
+from leantrain.schedules import build as build_schedule
 
 MODES = ("full", "lora")
 METHOD_NAMES = {"exact": "exact", "crs": "CRS", "topk": "top-k", "wtacrs": "WTA-CRS"}
@@ -56,6 +51,12 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     optimizer: str = "adamw"
     rank: int = 128
+    update_proj_gap: int | None = None
+    schedule: str = "linear"
+    warmup: float = 0.0
+    grad_accum: int = 1
+    precision: str = "fp32"
+    layout: str = "ddp"
     max_train_examples: int | None = None
     max_test_examples: int | None = None
     seed: int = 0
@@ -77,6 +78,21 @@ class FinetuneConfig:
             raise ValueError(f"FinetuneConfig.lr={self.lr!r} must be a finite number > 0")
         if self.sampling is not None and not isinstance(self.sampling, SamplingConfig):
             raise ValueError(f"FinetuneConfig.sampling must be a SamplingConfig or None, got {self.sampling!r}")
+        if self.schedule not in SCHEDULES or self.schedule == "refined":
+            allowed = [s for s in SCHEDULES if s != "refined"]
+            raise ValueError(f"FinetuneConfig.schedule={self.schedule!r} is not one of {allowed}")
+        if not (isinstance(self.warmup, int | float) and 0.0 <= self.warmup < 1.0):
+            raise ValueError(f"FinetuneConfig.warmup={self.warmup!r} must be a fraction of the run in [0, 1)")
+        self.engine(1, 1)  # validates grad_accum, precision and layout
+
+    def engine(self, total_steps: int, steps_per_epoch: int, show_progress: bool = True) -> EngineConfig:
+        """The engine settings of this run: an evaluation and a checkpoint after every epoch."""
+        return EngineConfig(max_steps=total_steps, grad_accum=self.grad_accum, precision=self.precision,
+                            layout=self.layout, eval_every=steps_per_epoch, save_every=steps_per_epoch,
+                            seed=self.seed, show_progress=show_progress, description=self.label)
+
+    def warmup_steps(self, total_steps: int) -> int:
+        return round(self.warmup * total_steps)
 
     def conversions(self) -> tuple[Conversion, ...]:
         """Picklable in-place conversions, in the order they are applied: LoRA, sampling, lean."""
@@ -119,9 +135,8 @@ def parse_run(spec: str, base: FinetuneConfig) -> FinetuneConfig:
         if extra == "lean":
             lean = True
         elif "@" in extra:
-            method, _, budget = extra.partition("@")
             try:
-                sampling = SamplingConfig(method, float(budget), importance=importance, seed=base.seed)
+                sampling = SamplingConfig.from_spec(extra, importance=importance, seed=base.seed)
             except ValueError as error:
                 raise ValueError(f"run {spec!r}: {error}") from None
         else:
@@ -154,16 +169,40 @@ def prepare_model(config: FinetuneConfig, num_labels: int) -> tuple[nn.Module, o
     return model, tokenizer
 
 
-def peak_training_memory(config: FinetuneConfig) -> int:
-    """Bytes of one training step (AdamW) of this run's model at its batch size: the parameters
-    plus the step's peak above what was resident before it, measured on CPU in a fresh process."""
-    from leantrain.memory.peak import cpu_peak_in_subprocess
-    from leantrain.memory.spec import StepSpec
+@dataclass(frozen=True)
+class FinetuneStep:
+    """Picklable builder of one training step of exactly this run (its model, labels, conversions and
+    optimizer, a batch of ``batch_size`` random token sequences), for the CPU peak subprocess."""
 
-    spec = StepSpec(config.model, config.batch_size, config.seq_len, "adamw", config.conversions(), config.seed)
-    peak = cpu_peak_in_subprocess(spec)
-    model, _, _ = spec()
-    return peak.step_bytes + sum(p.numel() * p.element_size() for p in model.parameters())
+    config: FinetuneConfig
+    num_labels: int
+
+    def __call__(self) -> tuple[nn.Module, dict[str, torch.Tensor], torch.optim.Optimizer]:
+        model, _ = prepare_model(self.config, self.num_labels)
+        model.train()
+        generator = torch.Generator().manual_seed(self.config.seed)
+        shape = (self.config.batch_size, self.config.seq_len)
+        ids = torch.randint(model.config.vocab_size, shape, generator=generator)
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                 "labels": torch.randint(self.num_labels, (self.config.batch_size,), generator=generator)}
+        return model, batch, make_optimizer(self.config, model)
+
+
+def peak_training_memory(config: FinetuneConfig, num_labels: int) -> int:
+    """Bytes of one training step of this run: its parameters plus the step's peak above what was
+    resident before it, measured on CPU in a fresh process (DESIGN.md, "How figures are measured")."""
+    from leantrain.memory.peak import cpu_peak_in_subprocess
+    from leantrain.memory.state_bytes import parameter_bytes
+
+    step = FinetuneStep(config, num_labels)
+    peak = cpu_peak_in_subprocess(step)
+    model, _ = prepare_model(config, num_labels)
+    return peak.step_bytes + parameter_bytes(model)
+
+
+def make_optimizer(config: FinetuneConfig, model: nn.Module) -> torch.optim.Optimizer:
+    return build_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay, rank=config.rank,
+                           update_proj_gap=config.update_proj_gap)
 
 
 def encode(tokenizer, texts: list[str], seq_len: int) -> dict[str, torch.Tensor]:
@@ -171,49 +210,15 @@ def encode(tokenizer, texts: list[str], seq_len: int) -> dict[str, torch.Tensor]
     return dict(encoded)
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor, batch_size: int) -> float:
-    model.eval()
-    correct = 0
+def accuracy(engine: Engine, inputs: dict[str, torch.Tensor], labels: torch.Tensor, batch_size: int) -> float:
+    """Share of correct predictions; each process classifies its share of every batch."""
+    counts = torch.zeros(2)
     for start in range(0, len(labels), batch_size):
-        batch = {k: v[start:start + batch_size] for k, v in inputs.items()}
-        correct += int((model(**batch).logits.argmax(-1) == labels[start:start + batch_size]).sum())
-    model.train()
-    return correct / len(labels)
-
-
-def _checkpoint_state(config, model, optimizer, schedule, epoch, step, loss_sum, result) -> dict:
-    return {
-        "config": asdict(config),
-        "model": {n: p for n, p in model.named_parameters() if p.requires_grad},
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "sampling": sampling_state_dict(model),
-        "rng": torch.get_rng_state(),
-        "position": {"epoch": epoch, "step": step, "loss_sum": loss_sum},
-        "accuracy_by_epoch": result.accuracy_by_epoch,
-        "train_loss_by_epoch": result.train_loss_by_epoch,
-    }
-
-
-def _restore(path: Path, config, model, optimizer, schedule, result) -> tuple[int, int, float]:
-    """Load a checkpoint into the run's objects; returns (epoch, step within it, loss sum so far)."""
-    state = load_checkpoint(path)
-    saved = state["config"]
-    changed = sorted(k for k, v in asdict(config).items() if saved.get(k) != v)
-    if changed:
-        raise ValueError(f"cannot resume {str(path)!r}: the config differs in {changed}")
-    unexpected = model.load_state_dict(state["model"], strict=False).unexpected_keys
-    if unexpected:
-        raise ValueError(f"cannot resume {str(path)!r}: unknown parameters {unexpected[:3]}")
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    load_sampling_state_dict(model, state["sampling"])
-    torch.set_rng_state(state["rng"])
-    result.accuracy_by_epoch[:] = state["accuracy_by_epoch"]
-    result.train_loss_by_epoch[:] = state["train_loss_by_epoch"]
-    position = state["position"]
-    return position["epoch"], position["step"], position["loss_sum"]
+        rows, counted = engine.local_rows(torch.arange(start, min(start + batch_size, len(labels))))
+        predicted = engine.model(**{k: v[rows] for k, v in inputs.items()}).logits.argmax(-1)
+        counts += torch.stack([((predicted == labels[rows]) & counted).sum(), counted.sum()]).float()
+    correct, total = engine.sum_over_processes(counts).tolist()
+    return correct / total
 
 
 def run_finetune(
@@ -222,21 +227,18 @@ def run_finetune(
     run_dir: str | Path | None = None,
     resume: bool = False,
     on_progress: Callable[[str], None] | None = None,
-    on_step: Callable[[int, float], None] | None = None,
+    on_record: Callable[[dict], None] | None = None,
     show_bar: bool = True,
 ) -> FinetuneResult:
-    """Train ``config.epochs`` epochs; returns the test accuracy after each epoch.
+    """Train ``config.epochs`` epochs on the engine; returns the test accuracy after each epoch.
 
-    ``run_dir`` receives ``metrics.jsonl`` and ``checkpoint.safetensors``; ``resume`` continues
-    from that checkpoint. ``on_step(global_step, loss)`` is called after every optimizer step.
+    ``run_dir`` receives ``metrics.jsonl`` and ``checkpoint.safetensors``; ``resume`` continues from
+    that checkpoint. ``on_record`` sees every metrics record (one per update, one per evaluation).
     """
-    from tqdm.auto import tqdm
-
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir of the run to continue")
-    checkpoint = None if run_dir is None else Path(run_dir) / "checkpoint.safetensors"
-    if resume and not checkpoint.is_file():
-        raise FileNotFoundError(f"nothing to resume: {str(checkpoint)!r} does not exist")
+    if resume and not (Path(run_dir) / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"nothing to resume: {str(Path(run_dir) / CHECKPOINT)!r} does not exist")
     data = data or load_classification_data(config.data, config.test_data, config.text_column,
                                              config.label_column, seed=config.seed)
     train, test = data.train[:config.max_train_examples], data.test[:config.max_test_examples]
@@ -245,67 +247,36 @@ def run_finetune(
     train_labels = torch.tensor([e.label for e in train])
     test_inputs = encode(tokenizer, [e.text for e in test], config.seq_len)
     test_labels = torch.tensor([e.label for e in test])
-
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay,
-                                rank=config.rank)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / total_steps)
-    result = FinetuneResult(config, trainable_parameters=sum(p.numel() for p in trainable))
-    first_epoch, first_step, loss_sum = 0, 0, 0.0
-    if resume:
-        first_epoch, first_step, loss_sum = _restore(checkpoint, config, model, optimizer, schedule, result)
-    metrics = None if run_dir is None else MetricsWriter(
-        Path(run_dir) / "metrics.jsonl", resume_step=first_epoch * steps_per_epoch + first_step if resume else None)
 
-    def save(epoch: int, step: int) -> None:
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, _checkpoint_state(config, model, optimizer, schedule, epoch, step,
-                                                          loss_sum, result))
+    def batch(update: int) -> dict[str, torch.Tensor]:
+        epoch, step = divmod(update, steps_per_epoch)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        ids = order[step * config.batch_size:(step + 1) * config.batch_size]
+        return {**{k: v[ids] for k, v in train_inputs.items()}, "labels": train_labels[ids], SAMPLE_IDS: ids}
 
-    model.train()
-    start = time.perf_counter()
-    with StopRequest() as stop:
-        try:
-            for epoch in range(first_epoch, config.epochs):
-                order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-                bar = tqdm(range(steps_per_epoch), desc=f"{config.label} epoch {epoch + 1}/{config.epochs}",
-                           disable=not show_bar, leave=False, initial=first_step)
-                for step in range(first_step, steps_per_epoch):
-                    ids = order[step * config.batch_size:(step + 1) * config.batch_size]
-                    optimizer.zero_grad(set_to_none=True)
-                    with sample_ids(model, ids):  # backward too: recomputed blocks draw their rows there
-                        loss = model(**{k: v[ids] for k, v in train_inputs.items()}, labels=train_labels[ids]).loss
-                        loss.backward()
-                    optimizer.step()
-                    schedule.step()
-                    loss_sum += loss.item()
-                    global_step = epoch * steps_per_epoch + step + 1
-                    if metrics is not None:
-                        metrics.write({"step": global_step, "epoch": epoch + 1, "loss": loss.item(),
-                                       "lr": schedule.get_last_lr()[0]})
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
-                    if on_step is not None:
-                        on_step(global_step, loss.item())
-                    if stop.requested:
-                        save(epoch, step + 1)
-                        raise KeyboardInterrupt
-                bar.close()
-                result.train_loss_by_epoch.append(loss_sum / steps_per_epoch)
-                result.accuracy_by_epoch.append(accuracy(model, test_inputs, test_labels, config.batch_size))
-                if metrics is not None:
-                    metrics.write({"step": (epoch + 1) * steps_per_epoch, "epoch": epoch + 1,
-                                   "train_loss": result.train_loss_by_epoch[-1],
-                                   "test_accuracy": result.accuracy_by_epoch[-1]})
-                first_step, loss_sum = 0, 0.0
-                save(epoch + 1, 0)
-                if on_progress is not None:
-                    on_progress(f"{config.label}: epoch {epoch + 1} test accuracy "
-                                f"{result.accuracy_by_epoch[-1]:.4f}")
-        finally:
-            if metrics is not None:
-                metrics.close()
-    result.train_seconds = time.perf_counter() - start
-    return result
+    def report(record: dict) -> None:
+        if on_record is not None:
+            on_record(record)
+        if on_progress is not None and "test_accuracy" in record:
+            on_progress(f"{config.label}: epoch {record['epoch']} test accuracy {record['test_accuracy']:.4f}")
+
+    task = TrainTask(
+        model=model, batch=batch, build_optimizer=lambda m: make_optimizer(config, m),
+        build_schedule=lambda optimizer: build_schedule(
+            config.schedule, optimizer, total_steps=total_steps, warmup_steps=config.warmup_steps(total_steps)),
+        evaluate=lambda engine: {"epoch": engine.step // steps_per_epoch,
+                                 "test_accuracy": accuracy(engine, test_inputs, test_labels, config.batch_size)},
+        run_config=asdict(config),
+        record_extras=lambda update: {"epoch": math.ceil(update / steps_per_epoch)},
+    )
+    engine = Engine(config.engine(total_steps, steps_per_epoch, show_bar), run_dir, on_record=report)
+    outcome = engine.run(task, resume=resume)
+    return FinetuneResult(
+        config,
+        accuracy_by_epoch=[r["test_accuracy"] for r in outcome.records],
+        train_loss_by_epoch=[r["train_loss"] for r in outcome.records],
+        train_seconds=outcome.train_seconds,
+        trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+    )

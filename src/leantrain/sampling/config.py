@@ -43,3 +43,16 @@ class SamplingConfig:
             raise ValueError(f"SamplingConfig.minimal_k={self.minimal_k!r} must be an integer >= 1")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"SamplingConfig.seed={self.seed!r} must be an integer or None")
+
+    @classmethod
+    def from_spec(cls, spec: str, **options: object) -> SamplingConfig:
+        """``"METHOD@BUDGET"`` (e.g. ``"wtacrs@0.3"``), the one spelling of a sampling choice on the
+        command line; ``options`` are the other fields."""
+        method, at, budget = spec.strip().partition("@")
+        try:
+            value = float(budget)
+        except ValueError:
+            value = None
+        if not at or value is None:
+            raise ValueError(f"sampling {spec!r} is not METHOD@BUDGET, e.g. wtacrs@0.3 (METHOD one of {METHODS})")
+        return cls(method, value, **options)

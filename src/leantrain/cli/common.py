@@ -1,0 +1,45 @@
+"""Flags shared by the training commands, spelled once: the engine's, the optimizer's and the parts'.
+
+Torch-free, so that ``leantrain --help`` stays fast; the choice lists come from leantrain.names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def is_main_process() -> bool:
+    """True in a single process and in process 0 of ``torchrun`` / ``accelerate launch``: it prints."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def steps_or_fraction(text: str) -> int | float:
+    """``"100"`` -> 100 updates; ``"0.05"`` -> 5% of the run."""
+    return float(text) if "." in text or "e" in text.lower() else int(text)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
+    group = parser.add_argument_group("engine")
+    group.add_argument("--output-dir", "--out", dest="output_dir", default=output_dir,
+                       help=f"run folder: metrics.jsonl, checkpoint.safetensors (default {output_dir})")
+    group.add_argument("--resume", action="store_true", help="continue from the checkpoint in --output-dir")
+    group.add_argument("--grad-accum", type=int, default=1, help="micro-batches per update and process (default 1)")
+    group.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                       help="bf16: autocast; weights and optimizer states stay fp32 (default fp32)")
+    group.add_argument("--layout", default="ddp", choices=["ddp", "fsdp2"],
+                       help="under torchrun / accelerate launch: DDP replicas or FSDP2 shards (default ddp)")
+    group.add_argument("--seed", type=int, default=0)
+
+
+def add_optimizer_arguments(parser: argparse.ArgumentParser, lr: float, weight_decay: float) -> None:
+    from leantrain.names import OPTIMIZERS
+
+    group = parser.add_argument_group("optimizer")
+    group.add_argument("--optim", "--optimizer", dest="optim", default="adamw", choices=OPTIMIZERS,
+                       help="the low-rank ones keep Adam's states of linear weights in rank --rank (default adamw)")
+    group.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
+    group.add_argument("--weight-decay", type=float, default=weight_decay)
+    group.add_argument("--rank", type=int, default=128, help="rank of the low-rank optimizers (default 128)")
+    group.add_argument("--update-proj-gap", type=int, default=None,
+                       help="low-rank subspace refresh interval (default: the optimizer's own)")

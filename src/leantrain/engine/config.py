@@ -1,0 +1,53 @@
+"""EngineConfig: how the one training loop runs — updates, accumulation, precision, process layout."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+PRECISIONS = ("fp32", "bf16")
+LAYOUTS = ("ddp", "fsdp2")
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """``max_steps`` optimizer updates, each over ``grad_accum`` micro-batches per process.
+
+    ``precision``: "fp32", or "bf16" autocast (weights and optimizer states stay fp32). ``layout``:
+    how several processes hold the model — "ddp" (a replica each, gradients averaged) or "fsdp2"
+    (``fully_shard``: parameters, gradients and optimizer states sharded); one process ignores it.
+    ``eval_every`` / ``save_every``: updates between evaluations / checkpoints (None: only at the end).
+    ``grad_clip``: max global gradient norm (None: no clipping; the norm is still logged).
+    """
+
+    max_steps: int
+    grad_accum: int = 1
+    grad_clip: float | None = None
+    precision: str = "fp32"
+    layout: str = "ddp"
+    eval_every: int | None = None
+    save_every: int | None = None
+    seed: int = 0
+    show_progress: bool = True
+    description: str = "train"
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "grad_accum"):
+            if not _positive_int(getattr(self, name)):
+                raise ValueError(f"EngineConfig.{name}={getattr(self, name)!r} must be an integer >= 1")
+        for name in ("eval_every", "save_every"):
+            value = getattr(self, name)
+            if value is not None and not _positive_int(value):
+                raise ValueError(f"EngineConfig.{name}={value!r} must be None or an integer >= 1")
+        if self.grad_clip is not None and not (isinstance(self.grad_clip, int | float) and math.isfinite(self.grad_clip)
+                                               and self.grad_clip > 0):
+            raise ValueError(f"EngineConfig.grad_clip={self.grad_clip!r} must be None or a finite number > 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"EngineConfig.precision={self.precision!r} is not one of {PRECISIONS} "
+                             "(fp16 needs loss scaling; use bf16)")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"EngineConfig.layout={self.layout!r} is not one of {LAYOUTS}")

@@ -1,0 +1,279 @@
+"""The one training loop under every recipe (the nanoGPT loop, on Accelerate, for several processes).
+
+A recipe builds its model (conversions applied) and hands the engine a :class:`TrainTask`: a global
+batch for each update, an optimizer and a schedule factory, and an evaluation. The engine owns the
+rest: process layout (one process, DDP or FSDP2), bf16 autocast, gradient accumulation, clipping,
+progress, ``metrics.jsonl``, one checkpoint schema (engine/state.py), Ctrl-C at an update boundary
+and bit-identical resume. Data is a function of the update index, so resuming needs no loader state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from leantrain.engine import state as engine_state
+from leantrain.engine.config import EngineConfig
+from leantrain.engine.processes import Batch, fully_shard_model, local_micro_batches, make_accelerator
+from leantrain.io import MetricsWriter, load_checkpoint, save_checkpoint
+from leantrain.io.interrupt import StopRequest
+from leantrain.sampling import sample_ids
+
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+SAMPLE_IDS = "sample_ids"  # batch key: example ids for the sampled layers' cached importance, not a model input
+
+
+def causal_or_task_loss(model: nn.Module, micro: Mapping[str, Tensor]) -> Tensor:
+    """The default loss: the ``.loss`` an HF model returns when the batch holds ``labels``."""
+    return model(**micro).loss
+
+
+@dataclass
+class TrainTask:
+    """What a recipe hands the engine.
+
+    ``batch(update)`` is the global batch of update ``update`` (0-based): tensors sharing their first
+    (example) dimension, split by the engine over processes and micro-batches; a ``"sample_ids"``
+    entry goes to ``lt.sample_ids`` instead of the model. ``evaluate(engine)`` returns metrics,
+    runs on every process in eval mode under ``no_grad`` (use ``engine.sum_over_processes`` to
+    split the work). ``run_config`` (JSON values) must match on resume. ``record_extras(update)``
+    adds fields to each update's metrics record.
+    """
+
+    model: nn.Module
+    batch: Callable[[int], Batch]
+    build_optimizer: Callable[[nn.Module], Optimizer]
+    build_schedule: Callable[[Optimizer], LRScheduler] | None = None
+    evaluate: Callable[[Engine], dict[str, float]] | None = None
+    loss: Callable[[nn.Module, Mapping[str, Tensor]], Tensor] = causal_or_task_loss
+    run_config: Mapping[str, Any] = field(default_factory=dict)
+    record_extras: Callable[[int], dict[str, Any]] | None = None
+
+
+@dataclass
+class EngineResult:
+    steps: int
+    records: list[dict[str, Any]]  # the evaluation records, with the mean training loss since the previous one
+    train_seconds: float
+    last_loss: float
+
+
+class Engine:
+    """``Engine(config, run_dir).run(task, resume=False)``; see the module docstring.
+
+    Under ``torchrun`` / ``accelerate launch`` each process runs the same code; process 0 alone
+    prints, writes metrics and checkpoints. ``run_dir=None`` writes nothing.
+    """
+
+    def __init__(self, config: EngineConfig, run_dir: str | Path | None = None,
+                 on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+        if not isinstance(config, EngineConfig):
+            raise ValueError(f"config must be an EngineConfig, got {type(config).__name__}")
+        self.config = config
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.on_record = on_record
+        self.accelerator = make_accelerator(config.precision)
+        self.rank = self.accelerator.process_index
+        self.world_size = self.accelerator.num_processes
+        self.is_main = self.accelerator.is_main_process
+        self.sharded = self.world_size > 1 and config.layout == "fsdp2"
+        self.model: nn.Module | None = None
+        self.step = 0  # optimizer updates done
+
+    # -- helpers for recipes ---------------------------------------------------------------------
+    def sum_over_processes(self, values: Tensor) -> Tensor:
+        """``values`` summed over every process (a collective: call it on all of them)."""
+        if self.world_size == 1:
+            return values
+        values = values.clone()
+        torch.distributed.all_reduce(values)
+        return values
+
+    def local_rows(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """This process's share of ``rows`` (example indices) and which of them count.
+
+        Every process gets at least one row, so that all of them run the same number of forwards
+        (FSDP2 gathers parameters collectively); a process whose share would be empty reruns the
+        first row and counts nothing.
+        """
+        share = rows.tensor_split(self.world_size)[self.rank]
+        if len(share) == 0:
+            return rows[:1], torch.zeros(1, dtype=torch.bool)
+        return share, torch.ones(len(share), dtype=torch.bool)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return self.accelerator.autocast()
+
+    def unwrapped(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def full_state_dict(self) -> dict[str, Tensor]:
+        """The whole model's state, full tensors (gathered under FSDP2; a collective there)."""
+        if not self.sharded:
+            return self.unwrapped().state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if self.world_size > 1 and self.config.layout == "fsdp2":
+            return fully_shard_model(model.to(self.accelerator.device))
+        return self.accelerator.prepare_model(model)
+
+    def _checkpoint_path(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / CHECKPOINT
+
+    def _save(self, step: int, task: TrainTask, optimizer, schedule, records, loss_window) -> None:
+        path = self._checkpoint_path()
+        if path is None:
+            return
+        model = self.unwrapped() if not self.sharded else self.model
+        state = {
+            "format": engine_state.FORMAT, "step": step, "world_size": self.world_size,
+            "config": dict(task.run_config),
+            "model": engine_state.model_state(model, self.sharded),
+            "optimizer": engine_state.optimizer_state(model, optimizer, self.sharded),
+            "schedule": None if schedule is None else schedule.state_dict(),
+            "records": records, "loss_window": list(loss_window),
+            "ranks": engine_state.gather_rank_states(model),
+        }
+        if self.is_main:
+            save_checkpoint(path, state)
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+    def _restore(self, task: TrainTask, optimizer, schedule) -> tuple[int, list, list]:
+        path = self._checkpoint_path()
+        if path is None:
+            raise ValueError("resume=True needs the run_dir of the run to continue")
+        if not path.is_file():
+            raise FileNotFoundError(f"nothing to resume: {str(path)!r} does not exist")
+        state = load_checkpoint(path)
+        if state.get("format") != engine_state.FORMAT:
+            raise ValueError(f"cannot resume {str(path)!r}: written by another version (format "
+                             f"{state.get('format')!r}, this engine reads {engine_state.FORMAT!r})")
+        saved, current = state["config"], dict(task.run_config)
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if changed:
+            raise ValueError(f"cannot resume {str(path)!r}: the run's settings differ in {changed}")
+        model = self.unwrapped() if not self.sharded else self.model
+        engine_state.load_model_state(model, state["model"], self.sharded)
+        engine_state.load_optimizer_state(model, optimizer, state["optimizer"], self.sharded)
+        if schedule is not None:
+            schedule.load_state_dict(state["schedule"])
+        if not engine_state.load_rank_state(model, state["ranks"], self.rank):
+            torch.manual_seed(self._rank_seed() + state["step"])
+        if state["world_size"] != self.world_size and self.is_main:
+            print(f"resuming a {state['world_size']}-process checkpoint on {self.world_size} process(es): "
+                  "the curve continues, but not bit for bit", flush=True)
+        return state["step"], list(state["records"]), list(state["loss_window"])
+
+    def _rank_seed(self) -> int:
+        return self.config.seed + 1_000_003 * self.rank
+
+    def _record(self, metrics: MetricsWriter | None, record: dict[str, Any]) -> None:
+        if metrics is not None:
+            metrics.write(record)
+        if self.on_record is not None and self.is_main:
+            self.on_record(record)
+
+    def _evaluate(self, task: TrainTask, step: int, loss_window: list[float]) -> dict[str, Any]:
+        record: dict[str, Any] = {"step": step}
+        if loss_window[1]:
+            record["train_loss"] = loss_window[0] / loss_window[1]
+        if task.evaluate is not None:
+            self.model.eval()
+            with torch.no_grad(), self.autocast():
+                record.update(task.evaluate(self))
+            self.model.train()
+        return record
+
+    def _update(self, task: TrainTask, batch: Batch, optimizer: Optimizer) -> tuple[float, float]:
+        """One optimizer update from one global batch: (global mean loss, gradient norm before clipping)."""
+        micros = local_micro_batches(batch, self.rank, self.world_size, self.config.grad_accum)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        for index, (micro, weight) in enumerate(micros):
+            micro = dict(micro)
+            ids = micro.pop(SAMPLE_IDS, None)
+            last = index == len(micros) - 1
+            sync = contextlib.nullcontext() if last or self.sharded else self.accelerator.no_sync(self.model)
+            chosen = contextlib.nullcontext() if ids is None else sample_ids(self.unwrapped(), ids)
+            with sync, chosen:  # backward inside sample_ids: recomputed blocks draw their rows there
+                with self.autocast():
+                    loss = task.loss(self.model, micro)
+                (loss * weight).backward()
+            loss_sum += loss.detach().double().cpu() * weight
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grads_with_norm_(parameters, self.config.grad_clip, norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(self.sum_over_processes(loss_sum)) / self.world_size, float(norm)
+
+    def run(self, task: TrainTask, resume: bool = False) -> EngineResult:
+        """Train ``config.max_steps`` updates (or the rest of them, with ``resume``)."""
+        from tqdm.auto import tqdm
+
+        config = self.config
+        torch.manual_seed(self._rank_seed())
+        self.model = self._wrap(task.model)
+        self.model.train()
+        optimizer = task.build_optimizer(self.model if self.sharded else self.unwrapped())
+        schedule = None if task.build_schedule is None else task.build_schedule(optimizer)
+        start, records, loss_window = 0, [], [0.0, 0]
+        if resume:
+            start, records, loss_window = self._restore(task, optimizer, schedule)
+        self.step = start
+        metrics = None
+        if self.run_dir is not None and self.is_main:
+            metrics = MetricsWriter(self.run_dir / METRICS, resume_step=start if resume else None)
+        bar = tqdm(total=config.max_steps, initial=start, desc=config.description, leave=False,
+                   disable=not (config.show_progress and self.is_main))
+        step, loss, started = start, math.nan, time.perf_counter()
+        try:
+            with StopRequest() as stop:
+                for step in range(start + 1, config.max_steps + 1):
+                    lr = optimizer.param_groups[0]["lr"]
+                    loss, norm = self._update(task, task.batch(step - 1), optimizer)
+                    self.step = step
+                    if schedule is not None:
+                        schedule.step()
+                    loss_window[0] += loss
+                    loss_window[1] += 1
+                    extras = {} if task.record_extras is None else task.record_extras(step)
+                    self._record(metrics, {"step": step, "loss": loss, "lr": lr, "grad_norm": norm, **extras})
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}")
+                    if (config.eval_every and step % config.eval_every == 0) or step == config.max_steps:
+                        records.append(self._evaluate(task, step, loss_window))
+                        loss_window = [0.0, 0]
+                        self._record(metrics, records[-1])
+                    if (config.save_every and step % config.save_every == 0) or step == config.max_steps:
+                        self._save(step, task, optimizer, schedule, records, loss_window)
+                    if self._stop_requested(stop):
+                        self._save(step, task, optimizer, schedule, records, loss_window)
+                        raise KeyboardInterrupt
+        finally:
+            bar.close()
+            if metrics is not None:
+                metrics.close()
+        return EngineResult(step, records, time.perf_counter() - started, loss)
+
+    def _stop_requested(self, stop: StopRequest) -> bool:
+        """Ctrl-C on any process stops every process after the same update."""
+        flag = torch.tensor(float(stop.requested))
+        return bool(self.sum_over_processes(flag) > 0)

@@ -1,0 +1,66 @@
+"""Process layout: one process, or several under ``torchrun`` / ``accelerate launch`` (DDP or FSDP2).
+
+Accelerate reads the launcher's environment, joins the process group (gloo on CPU, NCCL on CUDA),
+places the model and wraps it in DDP. FSDP2 is torch's ``fully_shard``, applied here on CPU and GPU
+alike (Accelerate's FSDP plugin is GPU-only): every transformer block (HF's ``_no_split_modules``)
+becomes its own unit, then an untied output head, then the root. Each process gets a contiguous
+share of every global batch; the loss is weighted so that the averaged gradient is the gradient of
+the mean over the global batch even when the shares differ by one example.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+Batch = Mapping[str, Tensor]
+
+
+def make_accelerator(precision: str):
+    """An ``accelerate.Accelerator`` for this process: CPU unless CUDA is present."""
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=not torch.cuda.is_available())
+
+
+def shard_units(model: nn.Module) -> list[nn.Module]:
+    """The modules ``fully_shard`` wraps, innermost first: HF blocks, an untied output head, then the root."""
+    block_types = set(getattr(model, "_no_split_modules", None) or ())
+    units = [m for m in model.modules() if type(m).__name__ in block_types]
+    output = getattr(model, "get_output_embeddings", lambda: None)()
+    inputs = getattr(model, "get_input_embeddings", lambda: None)()
+    if output is not None and (inputs is None or output.weight is not inputs.weight):
+        units.append(output)
+    return [*units, model]
+
+
+def fully_shard_model(model: nn.Module) -> nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    for unit in shard_units(model):
+        fully_shard(unit)
+    return model
+
+
+def batch_size(batch: Batch) -> int:
+    sizes = {key: len(value) for key, value in batch.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"batch tensors differ in their first (example) dimension: {sizes}")
+    return next(iter(sizes.values()))
+
+
+def local_micro_batches(batch: Batch, rank: int, world_size: int, grad_accum: int) -> list[tuple[dict, float]]:
+    """This process's micro-batches of a global batch, each with its loss weight.
+
+    The weight ``len(micro) · world_size / len(batch)`` turns a micro-batch's mean loss into its share
+    of the global mean once DDP averages over processes and the micro-batches are summed.
+    """
+    total = batch_size(batch)
+    if total < world_size * grad_accum:
+        raise ValueError(f"a global batch of {total} examples cannot be split over {world_size} process(es) x "
+                         f"{grad_accum} micro-batch(es); use a batch of at least {world_size * grad_accum}")
+    local = {key: value.tensor_split(world_size)[rank] for key, value in batch.items()}
+    micros = [{key: value.tensor_split(grad_accum)[i] for key, value in local.items()} for i in range(grad_accum)]
+    return [(micro, batch_size(micro) * world_size / total) for micro in micros]
