@@ -180,6 +180,14 @@ class Engine:
                   "the curve continues, but not bit for bit", flush=True)
         return state["step"], list(state["records"]), list(state["loss_window"])
 
+    def _check_checkpointable(self, optimizer: Optimizer) -> None:
+        from leantrain.optim.base import LowRankOptimizer
+
+        if self.sharded and self.run_dir is not None and isinstance(optimizer, LowRankOptimizer):
+            raise ValueError(f"layout='fsdp2' with {type(optimizer).__name__}: its low-rank states are per-process "
+                             "row shards that the engine's checkpoint does not gather yet; train it with "
+                             "layout='ddp', or without a run folder (no checkpoints)")
+
     def _rank_seed(self) -> int:
         return self.config.seed + 1_000_003 * self.rank
 
@@ -233,6 +241,7 @@ class Engine:
         self.model = self._wrap(task.model)
         self.model.train()
         optimizer = task.build_optimizer(self.model if self.sharded else self.unwrapped())
+        self._check_checkpointable(optimizer)
         schedule = None if task.build_schedule is None else task.build_schedule(optimizer)
         start, records, loss_window = 0, [], [0.0, 0]
         if resume:
