@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from leantrain.cli.common import steps_or_fraction
 from leantrain.names import SCHEDULES
 
 NAME = "schedule"
 HELP = "plot lr schedules to a PNG, or fit the LR-annealing loss law on logged runs and predict another"
 # The flat schedule settings that only some schedules take (schedules.OPTIONS), by their argparse dest.
 SETTINGS = ("decay_steps", "decay", "half_life", "batch_size", "tokens_per_step", "a", "b", "grad_norms")
-
-
-def _steps_or_fraction(text: str) -> int | float:
-    return float(text) if "." in text or "e" in text.lower() else int(text)
 
 
 def add_schedule_options(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +21,7 @@ def add_schedule_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--warmup-steps", type=int, default=0)
     group.add_argument("--lr", type=float, default=1e-3, help="peak lr (Power: eta_max)")
     group.add_argument("--min-lr-ratio", type=float, default=0.0)
-    group.add_argument("--decay-steps", type=_steps_or_fraction, default=None,
+    group.add_argument("--decay-steps", type=steps_or_fraction, default=None,
                        help="wsd/power decay length: steps (int) or fraction of total (float); default 0.2")
     group.add_argument("--decay", default=None, help="wsd/power decay: linear, cosine, 1-sqrt, exp, half-life")
     group.add_argument("--half-life", type=float, default=None, help="steps per halving for --decay half-life")
