@@ -83,7 +83,7 @@ class Engine:
         self.config = config
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.on_record = on_record
-        self.accelerator = make_accelerator(config.precision)
+        self.accelerator = make_accelerator()
         self.rank = self.accelerator.process_index
         self.world_size = self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
@@ -113,7 +113,9 @@ class Engine:
         return share, torch.ones(len(share), dtype=torch.bool)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return self.accelerator.autocast()
+        """bf16 autocast on this process's device when ``precision="bf16"``; else nothing."""
+        return torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16,
+                              enabled=self.config.precision == "bf16")
 
     def unwrapped(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.model)

@@ -18,11 +18,13 @@ from torch import Tensor, nn
 Batch = Mapping[str, Tensor]
 
 
-def make_accelerator(precision: str):
-    """An ``accelerate.Accelerator`` for this process: CPU unless CUDA is present."""
+def make_accelerator():
+    """An ``accelerate.Accelerator`` for this process: CPU unless CUDA is present. Its precision stays
+    "no": Accelerate fixes it once per process, and the engine runs its own autocast instead, so
+    that runs of different precisions can follow each other in one process."""
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=not torch.cuda.is_available())
+    return Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
 
 
 def shard_units(model: nn.Module) -> list[nn.Module]:
