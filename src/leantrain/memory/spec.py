@@ -18,7 +18,7 @@ from leantrain.optim.factory import build_optimizer
 
 
 def make_optimizer(name: str | None, model: nn.Module, lr: float = 1e-4,
-                   rank: int = 128) -> torch.optim.Optimizer | None:
+                   rank: int | None = None) -> torch.optim.Optimizer | None:
     """Any of ``leantrain.names.OPTIMIZERS`` (AdamW, SGD, the low-rank ones at ``rank``) by name; None: no optimizer."""
     return None if name is None else build_optimizer(name, model, lr=lr, rank=rank)
 
@@ -34,7 +34,7 @@ class StepSpec:
     optimizer: str | None = "adamw"  # None: forward and backward only
     conversions: tuple[Callable[[nn.Module], object], ...] = ()
     seed: int = 0
-    rank: int = 128
+    rank: int | None = None  # of a low-rank optimizer; None: its default
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

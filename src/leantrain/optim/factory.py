@@ -22,6 +22,7 @@ from leantrain.optim.param_groups import param_groups
 
 LOW_RANK = {"galore": GaLoreAdamW, "fira": FiraAdamW, "frugal": FrugalAdamW, "dct": DCTAdamW}
 _SHARED_ARGUMENTS = ("params", "lr", "betas", "eps", "weight_decay")  # not per-group low-rank options
+DEFAULT_RANK = 128
 
 
 def _split_decay(groups: list[dict], weight_decay: float) -> list[dict]:
@@ -38,14 +39,14 @@ def _split_decay(groups: list[dict], weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0,
-                    betas: tuple[float, float] = (0.9, 0.999), rank: int = 128,
+                    betas: tuple[float, float] = (0.9, 0.999), rank: int | None = None,
                     update_proj_gap: int | None = None, **low_rank_options: Any) -> torch.optim.Optimizer:
     """``name``: one of OPTIMIZERS (``leantrain.names``).
 
-    For the low-rank ones, ``rank`` sizes the subspace of the linear weights (``param_groups``), and
+    For the low-rank ones, ``rank`` (default 128) sizes the subspace of the linear weights (``param_groups``), and
     ``update_proj_gap`` and the other group keys in ``low_rank_options`` (``scale``, ``proj_type``)
     left at None take the optimizer class's own default (DCT refreshes every step, GaLore every
-    200). AdamW and SGD take none of those (``rank`` aside) and raise if one is set.
+    200). AdamW and SGD take none of those and raise if one is set.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer={name!r} is not one of {OPTIMIZERS}")
@@ -57,8 +58,10 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float 
         unknown = [key for key in options if key not in taken]
         if unknown:
             raise ValueError(f"optimizer={name!r} does not take {', '.join(unknown)}; it takes {', '.join(taken)}")
-        groups = param_groups(model, rank=rank, **options)
+        groups = param_groups(model, rank=DEFAULT_RANK if rank is None else rank, **options)
         return optimizer_class(_split_decay(groups, weight_decay), lr=lr, betas=betas)
+    if rank is not None:
+        options = {"rank": rank, **options}
     if options:
         raise ValueError(f"optimizer={name!r} takes no low-rank option, got {', '.join(options)}; "
                          f"those are for {', '.join(LOW_RANK)}")

@@ -27,6 +27,9 @@ from leantrain.schedules import SCHEDULES
 from leantrain.schedules import build as build_schedule
 
 MODES = ("full", "lora")
+# Peak learning rate of each mode when ``FinetuneConfig.lr`` is None: LoRA trains far fewer weights,
+# from a zero-initialised B, and needs a larger one (docs/finetune.md, "Defaults").
+DEFAULT_LR = {"full": 5e-4, "lora": 5e-3}
 METHOD_NAMES = {"exact": "exact", "crs": "CRS", "topk": "top-k", "wtacrs": "WTA-CRS"}
 
 
@@ -47,10 +50,10 @@ class FinetuneConfig:
     epochs: int = 1
     batch_size: int = 16
     seq_len: int = 128
-    lr: float = 5e-4
+    lr: float | None = None
     weight_decay: float = 0.01
     optimizer: str = "adamw"
-    rank: int = 128
+    rank: int | None = None
     update_proj_gap: int | None = None
     schedule: str = "linear"
     warmup: float = 0.0
@@ -74,8 +77,8 @@ class FinetuneConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"FinetuneConfig.{name}={value!r} must be None or an integer >= 1")
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"FinetuneConfig.lr={self.lr!r} must be a finite number > 0")
+        if self.lr is not None and not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"FinetuneConfig.lr={self.lr!r} must be None (the mode's default) or a finite number > 0")
         if self.sampling is not None and not isinstance(self.sampling, SamplingConfig):
             raise ValueError(f"FinetuneConfig.sampling must be a SamplingConfig or None, got {self.sampling!r}")
         if self.schedule not in SCHEDULES or self.schedule == "refined":
@@ -90,6 +93,11 @@ class FinetuneConfig:
         return EngineConfig(max_steps=total_steps, grad_accum=self.grad_accum, precision=self.precision,
                             layout=self.layout, eval_every=steps_per_epoch, save_every=steps_per_epoch,
                             seed=self.seed, show_progress=show_progress, description=self.label)
+
+    @property
+    def peak_lr(self) -> float:
+        """``lr``, or the mode's default (``DEFAULT_LR``) when it is None."""
+        return DEFAULT_LR[self.mode] if self.lr is None else self.lr
 
     def warmup_steps(self, total_steps: int) -> int:
         return round(self.warmup * total_steps)
@@ -201,8 +209,8 @@ def peak_training_memory(config: FinetuneConfig, num_labels: int) -> int:
 
 
 def make_optimizer(config: FinetuneConfig, model: nn.Module) -> torch.optim.Optimizer:
-    return build_optimizer(config.optimizer, model, lr=config.lr, weight_decay=config.weight_decay, rank=config.rank,
-                           update_proj_gap=config.update_proj_gap)
+    return build_optimizer(config.optimizer, model, lr=config.peak_lr, weight_decay=config.weight_decay,
+                           rank=config.rank, update_proj_gap=config.update_proj_gap)
 
 
 def encode(tokenizer, texts: list[str], seq_len: int) -> dict[str, torch.Tensor]:

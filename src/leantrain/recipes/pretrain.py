@@ -61,7 +61,7 @@ class PretrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     optimizer: str = "adamw"
-    rank: int = 128
+    rank: int | None = None
     update_proj_gap: int | None = None
     schedule: str = "wsd"
     warmup_steps: int | float = 0.05
@@ -169,7 +169,8 @@ def pretrain(config: PretrainConfig, resume: bool = False, show_bar: bool = True
     engine = Engine(config.engine(show_bar), run_dir, on_record=on_log)
     if engine.is_main and not resume:  # on resume the engine checks the run's settings against its checkpoint
         (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    tokens, vocab_size = prepare_tokens(config, run_dir)
+    with engine.accelerator.main_process_first():  # process 0 trains and caches the tokenizer, the others load it
+        tokens, vocab_size = prepare_tokens(config, run_dir)
     data = TokenWindows(tokens, config.seq_len, config.val_fraction, config.seed)
     val_batches = data.val_batches(config.batch_size, config.eval_batches)
     torch.manual_seed(config.seed)
