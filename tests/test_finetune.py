@@ -93,7 +93,7 @@ def test_bad_input_gets_a_clear_error(tiny_model, csv_data, tmp_path):
 
 def test_cli_compares_runs_side_by_side(tiny_model, csv_data, capsys, tmp_path):
     assert main(["finetune", "--model", tiny_model, "--data", csv_data, "--runs", "full,lora+wtacrs@0.3",
-                 "--seq-len", "16", "--batch-size", "8", "--out", str(tmp_path)]) == 0
+                 "--seq-len", "16", "--batch-size", "8", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "LoRA + WTA-CRS@0.3" in out and "test accuracy" in out
     assert (tmp_path / "lora+wtacrs@0.3" / "checkpoint.safetensors").is_file()

@@ -15,7 +15,7 @@ def test_json_report_stock_and_lean(capsys):
 
 
 def test_table_with_peak(capsys):
-    assert main(["memory", "bert-tiny", "--batch-size", "2", "--seq-len", "8", "--optimizer", "sgd"]) == 0
+    assert main(["memory", "bert-tiny", "--batch-size", "2", "--seq-len", "8", "--optim", "sgd"]) == 0
     out = capsys.readouterr().out
     assert "saved for backward" in out and "cpu peak RSS" in out
 
@@ -30,11 +30,11 @@ def test_sampling_and_lora_flags_shrink_what_the_linear_layers_keep(capsys):
     args = ["memory", "bert-tiny", "--batch-size", "4", "--seq-len", "32", "--no-peak", "--json"]
     assert main(args) == 0
     stock = json.loads(capsys.readouterr().out)
-    assert main([*args, "--sampling", "wtacrs", "--budget", "0.25"]) == 0
+    assert main([*args, "--sampling", "wtacrs@0.25"]) == 0
     sampled = json.loads(capsys.readouterr().out)
-    assert sampled["sampling"] == "wtacrs" and "SampledLinear" in sampled["saved"]["by_type"]
+    assert sampled["sampling"] == "wtacrs@0.25" and "SampledLinear" in sampled["saved"]["by_type"]
     assert sampled["saved"]["total"] < stock["saved"]["total"]
-    assert main([*args, "--lora", "4"]) == 0
+    assert main([*args, "--lora-rank", "4"]) == 0
     lora = json.loads(capsys.readouterr().out)
     assert lora["trainable_parameter_bytes"] < stock["trainable_parameter_bytes"] / 10
 

@@ -32,14 +32,37 @@ def add_engine_arguments(parser: argparse.ArgumentParser, output_dir: str) -> No
     group.add_argument("--seed", type=int, default=0)
 
 
-def add_optimizer_arguments(parser: argparse.ArgumentParser, lr: float, weight_decay: float) -> None:
+def add_optimizer_arguments(parser: argparse.ArgumentParser, lr: float | str, weight_decay: float) -> None:
+    """``lr``: the default peak learning rate, or a text saying how the command chooses it."""
     from leantrain.names import OPTIMIZERS
 
     group = parser.add_argument_group("optimizer")
     group.add_argument("--optim", "--optimizer", dest="optim", default="adamw", choices=OPTIMIZERS,
                        help="the low-rank ones keep Adam's states of linear weights in rank --rank (default adamw)")
-    group.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
+    group.add_argument("--lr", type=float, default=lr if isinstance(lr, float) else None,
+                       help=f"peak learning rate (default {lr:g})" if isinstance(lr, float) else f"peak learning "
+                       f"rate (default: {lr})")
     group.add_argument("--weight-decay", type=float, default=weight_decay)
-    group.add_argument("--rank", type=int, default=128, help="rank of the low-rank optimizers (default 128)")
+    group.add_argument("--rank", type=int, default=None, help="rank of the low-rank optimizers (default 128)")
     group.add_argument("--update-proj-gap", type=int, default=None,
                        help="low-rank subspace refresh interval (default: the optimizer's own)")
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    from leantrain.names import SOURCES
+
+    shown = default or "exact gradients"
+    group = parser.add_argument_group("sampled-activation backprop")
+    group.add_argument("--sampling", default=default, metavar="METHOD@BUDGET",
+                       help=f"sample the 'paper' layers' weight gradients, e.g. wtacrs@0.3 (default: {shown})")
+    group.add_argument("--importance", default="running", choices=SOURCES,
+                       help="row importance of the sampled layers (default running)")
+
+
+def sampling_config(args: argparse.Namespace):
+    """The ``SamplingConfig`` of ``--sampling``/``--importance``/``--seed``, or None for exact gradients."""
+    from leantrain.sampling import SamplingConfig
+
+    if args.sampling is None:
+        return None
+    return SamplingConfig.from_spec(args.sampling, importance=args.importance, seed=args.seed)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from leantrain.names import METHODS, SOURCES
+from leantrain.cli.common import add_sampling_arguments, sampling_config
 
 NAME = "demo"
 HELP = "a few MiniLM-L6 fine-tuning steps on BBC News: sampled vs exact gradients and bytes saved"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="wtacrs", choices=METHODS)
-    parser.add_argument("--budget", type=float, default=0.3, help="rho in (0, 1] (default 0.3)")
-    parser.add_argument("--importance", default="running", choices=SOURCES)
+    add_sampling_arguments(parser, default="wtacrs@0.3")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
@@ -22,11 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from leantrain.recipes.gradient_demo import run_gradient_demo
-    from leantrain.sampling import SamplingConfig
 
-    config = SamplingConfig(args.method, args.budget, importance=args.importance, seed=args.seed)
+    config = sampling_config(args)
+    if config is None:
+        raise ValueError("demo compares a sampled gradient with the exact one: --sampling METHOD@BUDGET is needed")
     print(f"leantrain demo: MiniLM-L6 on BBC News, batch {args.batch_size} x {args.seq_len} tokens, "
-          f"{args.method}@{args.budget} (importance: {args.importance}), AdamW on the sampled gradient")
+          f"{args.sampling} (importance: {args.importance}), AdamW on the sampled gradient")
     print(f"{'step':>4}  {'loss exact':>10}  {'loss sampled':>12}  {'dW rel. error':>13}  {'dW cosine':>9}")
 
     def show(s):

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-test", type=int, default=None, help="use only the first N test examples")
     parser.add_argument("--no-peak", dest="peak", action="store_false",
                         help="skip measuring each run's peak training memory (a fresh process per run)")
-    add_optimizer_arguments(parser, lr=5e-4, weight_decay=0.01)
+    add_optimizer_arguments(parser, lr="each mode's own, docs/finetune.md", weight_decay=0.01)
     add_engine_arguments(parser, output_dir="runs/finetune")
 
 

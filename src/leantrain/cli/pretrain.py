@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from leantrain.cli.common import add_engine_arguments, add_optimizer_arguments, is_main_process, steps_or_fraction
+from leantrain.cli.common import (
+    add_engine_arguments,
+    add_optimizer_arguments,
+    add_sampling_arguments,
+    is_main_process,
+    sampling_config,
+    steps_or_fraction,
+)
 
 NAME = "pretrain"
 HELP = "pretrain a small Llama-style LM from scratch (default: 5M params on the King James Bible)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from leantrain.names import LLAMA_SIZES, SCHEDULES, SOURCES
+    from leantrain.names import LLAMA_SIZES, SCHEDULES
 
     parser.add_argument("--corpus", nargs="+", default=["kjv"], help='"kjv", "bbc" or text files (default kjv)')
     parser.add_argument("--max-chars", type=int, default=None, help="use only the first N characters")
@@ -23,9 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sequences per micro-batch, over all processes (default 16)")
     parser.add_argument("--tokens", type=float, default=2e6, help="training token budget (default 2e6)")
     parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (default 1.0)")
-    parser.add_argument("--sampling", default=None, metavar="METHOD@BUDGET",
-                        help="sample the 'paper' layers' weight gradients, e.g. wtacrs@0.3 (default: exact)")
-    parser.add_argument("--importance", default="running", choices=SOURCES)
+    add_sampling_arguments(parser)
     parser.add_argument("--lean", action="store_true", help="swap in the memory-lean companions")
     parser.add_argument("--schedule", default="wsd", choices=[s for s in SCHEDULES if s != "refined"])
     parser.add_argument("--warmup-steps", type=steps_or_fraction, default=0.05, help="steps or fraction")
@@ -46,12 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging
 
     from leantrain.recipes.pretrain import PretrainConfig, pretrain
-    from leantrain.sampling import SamplingConfig
 
     logging.disable_progress_bar()  # the model-saving bar; training has its own
     corpus = args.corpus[0] if len(args.corpus) == 1 else tuple(args.corpus)
-    sampling = None if args.sampling is None else SamplingConfig.from_spec(
-        args.sampling, importance=args.importance, seed=args.seed)
+    sampling = sampling_config(args)
     config = PretrainConfig(
         output_dir=args.output_dir, corpus=corpus, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
         size=args.size, seq_len=args.seq_len, batch_size=args.batch_size, grad_accum=args.grad_accum,
