@@ -75,6 +75,15 @@ def test_bad_config_names_the_field(changes, field):
         PretrainConfig(**changes)
 
 
+def test_a_schedule_setting_the_schedule_does_not_take_is_refused():
+    with pytest.raises(ValueError, match="decay_steps must be None: schedule 'cosine' does not take it"):
+        PretrainConfig(schedule="cosine", decay_steps=0.2)
+    with pytest.raises(ValueError, match="power_a must be None: schedule 'wsd' does not take it"):
+        PretrainConfig(schedule="wsd", power_a=3.0)
+    assert PretrainConfig(schedule="power", power_a=3.0, decay_steps=0.1).schedule_settings() == {
+        "a": 3.0, "decay_steps": 0.1}
+
+
 def test_bad_schedule_settings_fail_before_training(tmp_path):
     with pytest.raises(ValueError, match="decay_steps must be"):
         pretrain(tiny(tmp_path, "bad", decay_steps=50), show_bar=False)

@@ -17,6 +17,8 @@ LOW_RANK_OPTIMIZERS = ("galore", "fira", "frugal", "dct")
 OPTIMIZERS = ("adamw", "sgd", *LOW_RANK_OPTIMIZERS)
 # Learning-rate schedules (schedules/__init__.py).
 SCHEDULES = ("constant", "cosine", "linear", "wsd", "power", "rex", "refined")
+# The schedules a training run can follow from its first step ("refined" needs an earlier run's gradient norms).
+TRAINING_SCHEDULES = tuple(name for name in SCHEDULES if name != "refined")
 
 # Llama-style causal LMs from scratch (models/llama_sizes.py), named by their parameter count at a
 # 4096-token vocabulary with tied input/output embeddings.

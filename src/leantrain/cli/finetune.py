@@ -11,7 +11,7 @@ HELP = "fine-tune a sequence classifier (default: MiniLM-L6 on BBC News, full vs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from leantrain.names import SCHEDULES, SOURCES
+    from leantrain.names import SOURCES, TRAINING_SCHEDULES
 
     parser.add_argument("--runs", default="full,full+wtacrs@0.3,full+wtacrs@0.3+lean",
                         help="comma-separated runs: MODE[+METHOD@BUDGET][+lean], MODE in full|lora "
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16, help="examples per update, over all processes")
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--schedule", default="linear", choices=[s for s in SCHEDULES if s != "refined"])
+    parser.add_argument("--schedule", default="linear", choices=TRAINING_SCHEDULES)
     parser.add_argument("--warmup", type=float, default=0.0, help="warmup, as a fraction of the run (default 0)")
     parser.add_argument("--max-train", type=int, default=None, help="use only the first N training examples")
     parser.add_argument("--max-test", type=int, default=None, help="use only the first N test examples")

@@ -18,7 +18,7 @@ HELP = "pretrain a small Llama-style LM from scratch (default: 5M params on the 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from leantrain.names import LLAMA_SIZES, SCHEDULES
+    from leantrain.names import LLAMA_SIZES, TRAINING_SCHEDULES
 
     parser.add_argument("--corpus", nargs="+", default=["kjv"], help='"kjv", "bbc" or text files (default kjv)')
     parser.add_argument("--max-chars", type=int, default=None, help="use only the first N characters")
@@ -32,13 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (default 1.0)")
     add_sampling_arguments(parser)
     parser.add_argument("--lean", action="store_true", help="swap in the memory-lean companions")
-    parser.add_argument("--schedule", default="wsd", choices=[s for s in SCHEDULES if s != "refined"])
+    parser.add_argument("--schedule", default="wsd", choices=TRAINING_SCHEDULES)
     parser.add_argument("--warmup-steps", type=steps_or_fraction, default=0.05, help="steps or fraction")
-    parser.add_argument("--decay-steps", type=steps_or_fraction, default=0.2, help="wsd/power: steps or fraction")
+    parser.add_argument("--decay-steps", type=steps_or_fraction, default=None,
+                        help="wsd/power: steps or fraction (default 0.2)")
     parser.add_argument("--decay", default=None, help="wsd/power decay shape (default 1-sqrt / exp)")
     parser.add_argument("--min-lr-ratio", type=float, default=0.0)
-    parser.add_argument("--power-a", type=float, default=4.0)
-    parser.add_argument("--power-b", type=float, default=-0.51)
+    parser.add_argument("--power-a", type=float, default=None, help="power: a (default 4.0)")
+    parser.add_argument("--power-b", type=float, default=None, help="power: b (default -0.51)")
     parser.add_argument("--hard-fraction", type=float, default=1.0,
                         help="delta: train on the highest-loss grad_accum of grad_accum/delta candidates")
     parser.add_argument("--eval-every", type=int, default=50)

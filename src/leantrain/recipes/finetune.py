@@ -21,9 +21,9 @@ from leantrain.data.classification import ClassificationData, load_classificatio
 from leantrain.engine import Engine, EngineConfig, TrainTask
 from leantrain.engine.loop import CHECKPOINT, SAMPLE_IDS
 from leantrain.models.pretrained import minilm_path
+from leantrain.names import TRAINING_SCHEDULES
 from leantrain.optim.factory import OPTIMIZERS, build_optimizer
 from leantrain.sampling import SamplingConfig
-from leantrain.schedules import SCHEDULES
 from leantrain.schedules import build as build_schedule
 
 MODES = ("full", "lora")
@@ -81,9 +81,8 @@ class FinetuneConfig:
             raise ValueError(f"FinetuneConfig.lr={self.lr!r} must be None (the mode's default) or a finite number > 0")
         if self.sampling is not None and not isinstance(self.sampling, SamplingConfig):
             raise ValueError(f"FinetuneConfig.sampling must be a SamplingConfig or None, got {self.sampling!r}")
-        if self.schedule not in SCHEDULES or self.schedule == "refined":
-            allowed = [s for s in SCHEDULES if s != "refined"]
-            raise ValueError(f"FinetuneConfig.schedule={self.schedule!r} is not one of {allowed}")
+        if self.schedule not in TRAINING_SCHEDULES:
+            raise ValueError(f"FinetuneConfig.schedule={self.schedule!r} is not one of {TRAINING_SCHEDULES}")
         if not (isinstance(self.warmup, int | float) and 0.0 <= self.warmup < 1.0):
             raise ValueError(f"FinetuneConfig.warmup={self.warmup!r} must be a fraction of the run in [0, 1)")
         self.engine(1, 1)  # validates grad_accum, precision and layout

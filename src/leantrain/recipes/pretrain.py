@@ -32,9 +32,13 @@ from leantrain.data.token_windows import TokenWindows
 from leantrain.data.tokenizer import cached_tokenizer, load_tokenizer
 from leantrain.engine import Engine, EngineConfig, TrainTask
 from leantrain.models.llama_sizes import LLAMA_SIZES, build_llama
+from leantrain.names import TRAINING_SCHEDULES
 from leantrain.optim.factory import OPTIMIZERS, build_optimizer
 from leantrain.sampling import SamplingConfig
-from leantrain.schedules import SCHEDULES, build, options_for
+from leantrain.schedules import OPTIONS, build, options_for
+
+# PretrainConfig fields that are schedule options, and their names in ``schedules.build``.
+SCHEDULE_FIELDS = {"decay_steps": "decay_steps", "decay": "decay", "power_a": "a", "power_b": "b"}
 
 
 def _require(ok: bool, field_name: str, value: object, allowed: str) -> None:
@@ -46,7 +50,9 @@ def _require(ok: bool, field_name: str, value: object, allowed: str) -> None:
 class PretrainConfig:
     """One pretraining run. ``corpus``: "kjv", "bbc" or text file paths; ``tokenizer``: None to train
     one on the corpus, or a tokenizer.json / model folder. ``warmup_steps`` and ``decay_steps`` are
-    step counts (int) or fractions of the run (float)."""
+    step counts (int) or fractions of the run (float). The schedule settings left at None
+    (``decay_steps``, ``decay``, ``power_a``, ``power_b``) take the schedule's own default; one set
+    for a schedule that does not take it is an error."""
 
     output_dir: str = "runs/pretrain"
     corpus: str | tuple[str, ...] = "kjv"
@@ -65,11 +71,11 @@ class PretrainConfig:
     update_proj_gap: int | None = None
     schedule: str = "wsd"
     warmup_steps: int | float = 0.05
-    decay_steps: int | float = 0.2
+    decay_steps: int | float | None = None
     decay: str | None = None
     min_lr_ratio: float = 0.0
-    power_a: float = 4.0
-    power_b: float = -0.51
+    power_a: float | None = None
+    power_b: float | None = None
     hard_fraction: float = 1.0
     val_fraction: float = 0.05
     eval_every: int = 50
@@ -85,8 +91,8 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         _require(self.size in LLAMA_SIZES, "size", self.size, f"one of {', '.join(LLAMA_SIZES)}")
         _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
-        _require(self.schedule in SCHEDULES and self.schedule != "refined", "schedule", self.schedule,
-                 f"one of {', '.join(s for s in SCHEDULES if s != 'refined')}")
+        _require(self.schedule in TRAINING_SCHEDULES, "schedule", self.schedule,
+                 f"one of {', '.join(TRAINING_SCHEDULES)}")
         for name in ("seq_len", "batch_size", "grad_accum", "eval_every", "eval_batches", "save_every"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
@@ -97,7 +103,17 @@ class PretrainConfig:
         _require(self.max_chars is None or self.max_chars > 0, "max_chars", self.max_chars, "None or > 0")
         _require(self.sampling is None or isinstance(self.sampling, SamplingConfig), "sampling", self.sampling,
                  "a SamplingConfig or None")
+        taken = OPTIONS[self.schedule]
+        for field_name, key in SCHEDULE_FIELDS.items():
+            value = getattr(self, field_name)
+            _require(value is None or key in taken, field_name, value,
+                     f"None: schedule {self.schedule!r} does not take it (it takes {', '.join(taken) or 'none'})")
         self.engine()  # validates precision and layout
+
+    def schedule_settings(self) -> dict:
+        """The schedule settings set (not None), by the names ``schedules.build`` takes."""
+        settings = {key: getattr(self, field_name) for field_name, key in SCHEDULE_FIELDS.items()}
+        return {key: value for key, value in settings.items() if value is not None}
 
     def engine(self, show_progress: bool = True) -> EngineConfig:
         return EngineConfig(max_steps=self.total_steps, grad_accum=self.grad_accum, grad_clip=self.grad_clip,
@@ -192,11 +208,7 @@ def pretrain(config: PretrainConfig, resume: bool = False, show_bar: bool = True
                      warmup_steps=config.steps(config.warmup_steps), min_lr_ratio=config.min_lr_ratio,
                      **options_for(config.schedule, {"batch_size": config.batch_size * config.grad_accum,
                                                      "tokens_per_step": config.tokens_per_step},
-                                   **{key: value for key, value, default in (  # only the settings changed
-                                       ("decay_steps", config.decay_steps, PretrainConfig.decay_steps),
-                                       ("decay", config.decay, PretrainConfig.decay),
-                                       ("a", config.power_a, PretrainConfig.power_a),
-                                       ("b", config.power_b, PretrainConfig.power_b)) if value != default}))
+                                   **config.schedule_settings()))
 
     task = TrainTask(
         model=model, batch=batch,
