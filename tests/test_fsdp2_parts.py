@@ -120,7 +120,13 @@ def worker(rank: int, world: int) -> dict[str, object]:
         shard(model)
         lt.remove_lean(model)
 
+    def remove_sampling_after_fully_shard():
+        model = build("sampling")
+        shard(model)
+        lt.remove_sampling(model)
+
     results["refuse_activation"] = refusal(activation_with_its_linear_sharded_alone)
+    results["refuse_remove_sampling"] = refusal(remove_sampling_after_fully_shard)
     results["refuse_remove_lean"] = refusal(remove_lean_after_fully_shard)
     return results
 
@@ -150,3 +156,8 @@ def test_activation_companion_refuses_a_linear_sharded_on_its_own(results):
 def test_remove_lean_refuses_after_fully_shard(results):
     for rank_results in results:
         assert "call remove_lean before fully_shard" in rank_results["refuse_remove_lean"]
+
+
+def test_remove_sampling_refuses_after_fully_shard(results):
+    for rank_results in results:
+        assert "call remove_sampling before fully_shard" in rank_results["refuse_remove_sampling"]

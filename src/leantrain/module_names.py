@@ -64,15 +64,16 @@ def name_matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
 
 def linear_weight(module: nn.Module) -> tuple[Tensor, Tensor | None] | None:
     """(W as out×in, b) such that ``module(x) == F.linear(x, W, b)``, for ``nn.Linear``, HF's ``Conv1D``
-    (exact types, not subclasses) and stand-ins that keep one of them as ``.base`` with the same weight
-    (leantrain's ``SampledLinear``); None for anything else (e.g. a LoRA layer, whose output has more terms)."""
+    (exact types, not subclasses) and stand-ins that keep one of them as ``.base`` and register its
+    weight and bias as their own (leantrain's ``SampledLinear``); None for anything else (e.g. a LoRA
+    layer, whose output has more terms). The weight is read from ``module`` itself: under FSDP2 its
+    registered parameters, not ``base``'s, are the ones unsharded in its forward."""
     base = module.__dict__.get("base", module)
-    if getattr(base, "weight", None) is not getattr(module, "weight", None):
-        return None
+    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
     if type(base) is nn.Linear:
-        return base.weight, base.bias
+        return weight, bias
     if type(base).__name__ == "Conv1D" and type(base).__module__.startswith("transformers."):
-        return base.weight.t(), base.bias
+        return weight.t(), bias
     return None
 
 

@@ -50,7 +50,13 @@ def sampled_layers(model: nn.Module) -> dict[str, SampledLinear]:
 
 
 def remove_sampling(model: nn.Module) -> dict[str, str]:
-    """Put the original linear modules back (same objects, same Parameters); returns name -> their type."""
+    """Put the original linear modules back (same objects, same Parameters); returns name -> their type.
+    Refused after FSDP2's ``fully_shard``, which swaps the layers' Parameters: the originals would be stale."""
+    moved = [name for name, layer in sampled_layers(model).items()
+             if layer.weight is not layer.base.weight or layer.bias is not layer.base.bias]
+    if moved:
+        raise ValueError(f"remove_sampling: the parameters of {', '.join(moved[:3])} are no longer those of the "
+                         "layers they wrap (FSDP2's fully_shard swaps them); call remove_sampling before fully_shard")
     restored = {}
     for name, layer in sampled_layers(model).items():
         parent_name, _, child = name.rpartition(".")
