@@ -24,8 +24,8 @@ from transformers.utils import logging
 from leantrain.lean import LeanConfig, apply_lean, remove_lean
 from leantrain.memory import saved_tensor_bytes
 from leantrain.memory.peak import cpu_peak_in_subprocess
-from leantrain.memory.spec import StepSpec
 from leantrain.models.presets import build_model, random_batch
+from leantrain.recipes.step_spec import StepSpec
 
 MIB = 2**20
 

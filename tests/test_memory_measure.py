@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from leantrain.memory import measure_memory
-from leantrain.memory.spec import StepSpec
 from leantrain.models.presets import build_model, random_batch
+from leantrain.recipes.step_spec import StepSpec
 
 
 def test_one_adamw_step_equals_a_hand_count():

@@ -40,7 +40,7 @@ def conversions(args: argparse.Namespace) -> tuple:
 
 def run(args: argparse.Namespace) -> int:
     from leantrain.memory import measure_memory
-    from leantrain.memory.spec import StepSpec
+    from leantrain.recipes.step_spec import StepSpec
 
     optimizer = None if args.optim == "none" else args.optim
     spec = StepSpec(args.model, args.batch_size, args.seq_len, optimizer, conversions(args), args.seed, args.rank)
