@@ -14,10 +14,10 @@ from leantrain.memory.state_bytes import (
     batch_bytes,
     buffer_bytes,
     gradient_bytes,
+    optimizer_state_bytes,
     parameter_bytes,
 )
 from leantrain.memory.step import check_batch, training_step
-from leantrain.optim.state_bytes import optimizer_state_bytes
 
 
 def measure_memory(

@@ -6,7 +6,9 @@ Each storage counts once, so tied weights and state tensors that share memory ar
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from leantrain.memory.saved_tensors import storage_key
@@ -32,3 +34,27 @@ def gradient_bytes(model: nn.Module) -> int:
 
 def batch_bytes(batch: dict[str, Tensor] | Tensor) -> int:
     return unique_storage_bytes(batch.values() if isinstance(batch, dict) else [batch])
+
+
+def _tensors(value: Any) -> Iterable[Tensor]:
+    if isinstance(value, Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _tensors(item)
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer | None) -> int:
+    """Bytes of the storages behind every tensor in ``optimizer.state``, each storage counted once
+    (0 for no optimizer).
+
+    Includes tensors an optimizer shares across parameters where it reports them through
+    ``shared_tensors()`` (DCTAdamW's one basis per size). Python numbers (step counters) are not counted.
+    """
+    if optimizer is None:
+        return 0
+    return unique_storage_bytes([*_tensors(list(optimizer.state.values())),
+                                 *getattr(optimizer, "shared_tensors", list)()])

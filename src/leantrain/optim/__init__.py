@@ -1,5 +1,6 @@
 """Low-rank optimizers: optimizer states in a subspace (GaLore, Fira, FRUGAL, SVD-free DCT)."""
 
+from leantrain.memory.state_bytes import optimizer_state_bytes  # re-exported: the optimizers' own figure
 from leantrain.optim.base import LowRankOptimizer
 from leantrain.optim.dct import DCTAdamW
 from leantrain.optim.factory import OPTIMIZERS, build_optimizer
@@ -7,7 +8,6 @@ from leantrain.optim.fira import FiraAdamW
 from leantrain.optim.frugal import FrugalAdamW
 from leantrain.optim.galore import GaLoreAdamW
 from leantrain.optim.param_groups import param_groups
-from leantrain.optim.state_bytes import optimizer_state_bytes
 
 __all__ = [
     "OPTIMIZERS",
