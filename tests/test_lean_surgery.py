@@ -65,7 +65,7 @@ def test_round_trip_keeps_parameters_outputs_and_gradients(name):
     assert apply_lean(model) == {}  # already lean
 
     restored = remove_lean(model)
-    assert set(restored) == set(changed) and lean_modules(model) == []
+    assert set(restored) == set(changed) and lean_modules(model) == {}
     assert model.config._attn_implementation == "eager" and "forward" not in model.__dict__
     assert list(model.state_dict()) == keys
     assert all(a is b for a, b in zip(model.parameters(), params, strict=True))
@@ -91,7 +91,7 @@ def test_a_lean_model_pickles_and_stays_lean():
     torch.save(model, buffer)
     buffer.seek(0)
     copy = torch.load(buffer, weights_only=False)
-    assert lean_modules(copy) == lean_modules(model)
+    assert lean_modules(copy).keys() == lean_modules(model).keys()
     batch = random_batch(model, 2, 8)
     model.eval()
     copy.eval()

@@ -166,6 +166,6 @@ def remove_lean(model: nn.Module) -> dict[str, str]:
     return restored
 
 
-def lean_modules(model: nn.Module) -> list[str]:
-    """Names of the lean companions currently in ``model``."""
-    return [name for name, module in model.named_modules() if isinstance(module, LeanReplacement)]
+def lean_modules(model: nn.Module) -> dict[str, LeanReplacement]:
+    """The lean companions currently in ``model`` by name (as ``sampled_layers`` for sampled ones)."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, LeanReplacement)}
