@@ -59,6 +59,22 @@ def test_two_processes_follow_the_one_process_curve(tmp_path, layout):
         assert close(two, one, key, rel=1e-4), key
 
 
+def test_a_sampled_two_process_run_lies_within_the_estimators_spread(tmp_path):
+    """With sampling, two processes draw other rows than one: the final validation loss must fall
+    within the spread that the sampling seed alone gives a one-process run (same data, same init)."""
+    import statistics
+
+    def final(records: list[dict]) -> float:
+        return [r["val_loss"] for r in records if "val_loss" in r][-1]
+
+    ones = [final(train(tiny(tmp_path / f"one-{seed}", sampling=SamplingConfig("wtacrs", 0.3, seed=seed))))
+            for seed in range(6)]
+    two = final(launch(train, tiny(tmp_path / "two", sampling=SamplingConfig("wtacrs", 0.3, seed=0)))[0])
+    mean, spread = statistics.mean(ones), statistics.stdev(ones)
+    assert spread > 0  # the seeds really sample differently
+    assert abs(two - mean) <= 4 * spread * (1 + 1 / len(ones)) ** 0.5, (two, ones)
+
+
 def test_a_two_process_checkpoint_resumes_bit_identically_after_ctrl_c(tmp_path):
     sampled = SamplingConfig("wtacrs", 0.3, seed=1)  # each process draws its own rows: per-rank state
     straight = launch(train, tiny(tmp_path / "straight", sampling=sampled, lean=True))[0]

@@ -141,3 +141,18 @@ def test_resume_refuses_a_changed_config_and_bad_input_leaves_no_checkpoint(tiny
         run_finetune(FinetuneConfig(model=tiny_model, data=csv_data, label_column="nope"),
                      run_dir=tmp_path / "bad", show_bar=False)
     assert not (tmp_path / "bad").exists() and not (tmp_path / "fresh").exists()
+
+
+def test_the_peak_is_measured_on_the_run_itself(tiny_model):
+    from leantrain.optim import GaLoreAdamW
+    from leantrain.recipes.finetune import FinetuneStep
+    from leantrain.sampling import SampledLinear
+
+    config = parse_run("lora+wtacrs@0.3", FinetuneConfig(model=tiny_model, batch_size=3, seq_len=12,
+                                                          optimizer="galore", rank=4))
+    model, batch, optimizer = FinetuneStep(config, num_labels=7)()
+    assert model.config.num_labels == 7 and batch["input_ids"].shape == (3, 12)
+    assert isinstance(optimizer, GaLoreAdamW)  # the run's optimizer, not AdamW
+    assert any(isinstance(m, SampledLinear) for m in model.modules())  # its conversions
+    assert any("lora_A" in name for name, p in model.named_parameters() if p.requires_grad)
+    assert model(**batch).loss.isfinite()
