@@ -5,7 +5,7 @@ forward + backward, lean relative to stock (interleaved on one model, median of 
 Models are random-weight models built from configs (``leantrain.models.presets``): BERT-base
 (fp32, eager attention, dropout 0.1, sequence classification) and a small Llama (4 layers,
 hidden 512, GQA 8/4 heads, SwiGLU 1376, vocabulary 32k, causal LM). The CPU peak is the peak RSS
-of a fresh subprocess during the step minus its RSS before it (DESIGN.md).
+of a fresh subprocess during the step minus its RSS before it (docs/design.md).
 
 Run:  .venv/bin/python benchmarks/memory.py [--models bert-base llama-small] [--bert-batch 32]
           [--llama-batch 32] [--seq-len 128] [--no-peak] [--speed-repeats 3]

@@ -76,7 +76,7 @@ def test_monte_carlo_mean_converges_to_exact_gradient(method, importance):
 
 
 def unweighted_first_epoch_draws(x: torch.Tensor, k: int, generator: torch.Generator) -> RowSample:
-    """The released WTA-CRS code's epoch-1 path (brief §2.2): draws scaled by (1−P_C) only. Biased."""
+    """The released WTA-CRS code's epoch-1 path (its epoch-1 branch): draws scaled by (1−P_C) only. Biased."""
     p = probabilities(x.norm(dim=1))
     top_p, top_idx = torch.topk(p, k)
     c = winner_count(top_p, k)

@@ -1,7 +1,7 @@
 """Dropout that keeps no mask: it saves an 8-byte seed and regenerates the mask in backward.
 
 The stock ``nn.Dropout`` keeps a bool mask (1 byte per element); the WTA-CRS code packs it to 1 bit
-(wtacrs.md §3.6). Regenerating it from a seed, as flash-attention does for attention dropout,
+(Liu et al. 2023). Regenerating it from a seed, as flash-attention does for attention dropout,
 keeps 0 bits per element. Exact: backward multiplies by the very mask forward used.
 """
 

@@ -3,7 +3,7 @@
 A norm's output is the input of the next Linear layers (attention Q/K/V, the FFN's first matrix,
 the LM head), which save it anyway; the stock norm saves its input too. Keeping only the output,
 and recovering the normalised input as ``(y - bias) / weight``, removes one activation-sized tensor
-per norm (the "in-place LayerNorm" of the WTA-CRS code, wtacrs.md §3.6; Apex's memory-efficient
+per norm (the "in-place LayerNorm" of the WTA-CRS code, Liu et al. 2023; Apex's memory-efficient
 LayerNorm). Exact within float rounding, provided no weight element is exactly zero.
 """
 

@@ -1,4 +1,4 @@
-"""ReLU that keeps a 1-bit mask instead of its output (``QReLU`` of the WTA-CRS code, wtacrs.md §3.6).
+"""ReLU that keeps a 1-bit mask instead of its output (``QReLU`` of the WTA-CRS code, Liu et al. 2023).
 
 The stock ReLU saves its output. When the next op saves that same tensor (a Linear right after it)
 this changes nothing; when something in between makes a new tensor (dropout in T5's FFN, or a

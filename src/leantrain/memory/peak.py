@@ -1,4 +1,4 @@
-"""Measured peak memory of one training step (DESIGN.md, "How figures are measured").
+"""Measured peak memory of one training step (docs/design.md, "How figures are measured").
 
 CUDA: ``torch.cuda.max_memory_allocated`` around the step, minus what was allocated before it.
 CPU: a fresh subprocess fixes glibc's mmap threshold, builds the model, batch and optimizer, returns

@@ -4,7 +4,7 @@ Every tensor autograd packs during a forward pass passes through
 ``torch.autograd.graph.saved_tensors_hooks``; it is charged to the innermost module whose forward
 was running. Each storage counts once (views and repeats share it), and storages of the model's
 parameters and buffers are excluded (views of them too: a view shares its base's storage): they
-exist whether or not a graph is built (DESIGN.md, "How figures are measured"). Deterministic and
+exist whether or not a graph is built (docs/design.md, "How figures are measured"). Deterministic and
 device-independent.
 """
 

@@ -197,7 +197,7 @@ class FinetuneStep:
 
 def peak_training_memory(config: FinetuneConfig, num_labels: int) -> int:
     """Bytes of one training step of this run: its parameters plus the step's peak above what was
-    resident before it, measured on CPU in a fresh process (DESIGN.md, "How figures are measured")."""
+    resident before it, measured on CPU in a fresh process (docs/design.md, "How figures are measured")."""
     from leantrain.memory.peak import cpu_peak_in_subprocess
     from leantrain.memory.state_bytes import parameter_bytes
 

@@ -9,7 +9,7 @@ record every ``eval_every``), the engine's ``checkpoint.safetensors`` and, at th
 HF folder) and ``summary.json``. ``resume=True`` continues from the checkpoint on exactly the same curve.
 
 ``hard_fraction`` δ < 1 trains on hard samples (Sahayam et al. 2023, "Can we learn better with
-hard samples?"), in the online form of issue 5: each update draws ⌈grad_accum/δ⌉ candidate
+hard samples?"), in an online form: each update draws ⌈grad_accum/δ⌉ candidate
 mini-batches, scores them with a no-grad forward in eval mode, and trains on the ``grad_accum``
 highest-loss ones.
 """

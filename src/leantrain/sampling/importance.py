@@ -6,7 +6,7 @@ for the stateful ones, an estimate of ``‖dY_i‖`` learnt from earlier backwar
 
 * ``norm``    — ``‖X_i‖`` alone (stateless).
 * ``cached``  — × the ``‖dY‖`` this very example had at this position the last time it was seen,
-  keyed by the sample ids the user passes in (the WTA-CRS paper's method, §2 of the brief).
+  keyed by the sample ids the user passes in (the WTA-CRS paper's method, Liu et al. 2023, §3).
 * ``running`` — × a running average of ``‖dY‖`` per position (needs no sample ids): it learns,
   for instance, that late positions, often padding, carry little gradient.
 
