@@ -218,6 +218,8 @@ class Engine:
             micro = dict(micro)
             ids = micro.pop(SAMPLE_IDS, None)
             last = index == len(micros) - 1
+            if self.sharded:  # FSDP2: reduce-scatter the gradients after the last micro-batch only
+                self.model.set_requires_gradient_sync(last)
             sync = contextlib.nullcontext() if last or self.sharded else self.accelerator.no_sync(self.model)
             chosen = contextlib.nullcontext() if ids is None else sample_ids(self.unwrapped(), ids)
             with sync, chosen:  # backward inside sample_ids: recomputed blocks draw their rows there
