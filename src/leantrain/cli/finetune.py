@@ -42,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
 
     from leantrain.data.classification import load_classification_data
     from leantrain.recipes.finetune import FinetuneConfig, parse_run, peak_training_memory, run_finetune
-    from leantrain.sampling import SamplingConfig
 
     base = FinetuneConfig(
         model=args.model, data=args.data, test_data=args.test_data, text_column=args.text_column,
@@ -51,10 +50,9 @@ def run(args: argparse.Namespace) -> int:
         update_proj_gap=args.update_proj_gap, schedule=args.schedule, warmup=args.warmup,
         grad_accum=args.grad_accum, precision=args.precision, layout=args.layout,
         max_train_examples=args.max_train, max_test_examples=args.max_test, seed=args.seed,
-        sampling=SamplingConfig(importance=args.importance),
     )
     specs = [spec.strip() for spec in args.runs.split(",")]
-    configs = [parse_run(spec, base) for spec in specs]
+    configs = [parse_run(spec, base, importance=args.importance) for spec in specs]
     data = load_classification_data(args.data, args.test_data, args.text_column, args.label_column, seed=args.seed)
     main = is_main_process()
     say = print if main else (lambda *_, **__: None)

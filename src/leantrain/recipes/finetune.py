@@ -128,16 +128,16 @@ class FinetuneResult:
         return self.accuracy_by_epoch[-1]
 
 
-def parse_run(spec: str, base: FinetuneConfig) -> FinetuneConfig:
+def parse_run(spec: str, base: FinetuneConfig, importance: str = "running") -> FinetuneConfig:
     """A run from a spec like "full", "lora+wtacrs@0.3+lean" or "full+crs@0.1": the mode first,
-    then any of METHOD@BUDGET and "lean", joined by "+". Other fields come from ``base``."""
+    then any of METHOD@BUDGET (sampled with row ``importance``) and "lean", joined by "+". Other
+    fields come from ``base``."""
     from dataclasses import replace
 
     mode, *extras = spec.strip().split("+")
     if mode not in MODES:
         raise ValueError(f"run {spec!r}: starts with {mode!r}, not one of {MODES}")
     sampling, lean = None, False
-    importance = base.sampling.importance if base.sampling is not None else "running"
     for extra in extras:
         if extra == "lean":
             lean = True
