@@ -1,5 +1,6 @@
-"""Labelled text for sequence classification: the built-in BBC News, local CSV/JSONL files, or an
-HF ``datasets`` name (needs the ``datasets`` package and a network, or its local cache)."""
+"""Labelled text for sequence classification: the built-in BBC News and KJV book groups
+("kjv-books"), local CSV/JSONL files, or an HF ``datasets`` name (needs the ``datasets`` package and
+a network, or its local cache)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leantrain.data.bbc import LABELS, LabelledText, load_bbc_news, split
+from leantrain.data.kjv_books import GROUPS, load_kjv_books
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,15 @@ def load_classification_data(
     test_fraction: float = 0.2,
     seed: int = 0,
 ) -> ClassificationData:
-    """``source``: "bbc", a .csv/.jsonl path, or "hf:NAME". Without a separate test set, a seeded
-    ``test_fraction`` of the examples is held out. Labels map to ids in order of first appearance
+    """``source``: "bbc", "kjv-books", a .csv/.jsonl path, or "hf:NAME". Without a separate test
+    set, a seeded ``test_fraction`` of the examples is held out. Labels map to ids in order of first appearance
     (numerically sorted when every label is an integer)."""
     if source == "bbc":
         train, test = split(load_bbc_news(), test_fraction, seed)
         return ClassificationData(train, test, LABELS)
+    if source == "kjv-books":
+        train, test = split(load_kjv_books(), test_fraction, seed)
+        return ClassificationData(train, test, GROUPS)
     if source.startswith("hf:"):
         train_rows, test_rows = _rows_from_hub(source[3:])
     else:
