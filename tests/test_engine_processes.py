@@ -75,16 +75,22 @@ def test_a_sampled_two_process_run_lies_within_the_estimators_spread(tmp_path):
     assert abs(two - mean) <= 4 * spread * (1 + 1 / len(ones)) ** 0.5, (two, ones)
 
 
-def test_a_two_process_checkpoint_resumes_bit_identically_after_ctrl_c(tmp_path):
+@pytest.mark.parametrize(("layout", "optimizer"), [("ddp", "adamw"), ("fsdp2", "galore")])
+def test_a_two_process_checkpoint_resumes_bit_identically_after_ctrl_c(tmp_path, layout, optimizer):
     sampled = SamplingConfig("wtacrs", 0.3, seed=1)  # each process draws its own rows: per-rank state
-    straight = launch(train, tiny(tmp_path / "straight", sampling=sampled, lean=True))[0]
-    config = tiny(tmp_path / "split", sampling=sampled, lean=True)
+    changes = {"sampling": sampled, "lean": True, "layout": layout, "optimizer": optimizer,
+               "rank": 8 if optimizer == "galore" else None, "update_proj_gap": 3 if optimizer == "galore" else None}
+    straight = launch(train, tiny(tmp_path / "straight", **changes))[0]
+    config = tiny(tmp_path / "split", **changes)
     assert launch(train_until_ctrl_c, config, 6) == ["stopped", "stopped"]
     assert read_metrics(tmp_path / "split" / "metrics.jsonl")[-1]["step"] == 6
     resumed = launch(resume, config)[0]
     assert resumed == straight  # every loss, lr, grad norm and validation loss, bit for bit
-    one = train(tiny(tmp_path / "one", sampling=sampled, lean=True))
+    one = train(tiny(tmp_path / "one", **changes))
     assert not close(straight, one, "loss", rel=1e-6)  # two processes did draw differently from one
+    if layout == "fsdp2":  # its optimizer shards belong to 2 processes
+        with pytest.raises(ValueError, match="resume with the layout and number of processes that wrote it"):
+            resume(config)
 
 
 def test_torchrun_runs_the_command_line(tmp_path):

@@ -130,7 +130,7 @@ class Engine:
 
     # -- the loop ---------------------------------------------------------------------------------
     def _wrap(self, model: nn.Module) -> nn.Module:
-        if self.world_size > 1 and self.config.layout == "fsdp2":
+        if self.sharded:
             return fully_shard_model(model.to(self.accelerator.device))
         return self.accelerator.prepare_model(model)
 
@@ -143,13 +143,13 @@ class Engine:
             return
         model = self.unwrapped() if not self.sharded else self.model
         state = {
-            "format": engine_state.FORMAT, "step": step, "world_size": self.world_size,
+            "format": engine_state.FORMAT, "step": step, "world_size": self.world_size, "sharded": self.sharded,
             "config": dict(task.run_config),
             "model": engine_state.model_state(model, self.sharded),
-            "optimizer": engine_state.optimizer_state(model, optimizer, self.sharded),
+            "optimizer": None if self.sharded else optimizer.state_dict(),
             "schedule": None if schedule is None else schedule.state_dict(),
             "records": records, "loss_window": list(loss_window),
-            "ranks": engine_state.gather_rank_states(model),
+            "ranks": engine_state.gather_rank_states(model, optimizer if self.sharded else None),
         }
         if self.is_main:
             save_checkpoint(path, state)
@@ -170,9 +170,17 @@ class Engine:
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if changed:
             raise ValueError(f"cannot resume {str(path)!r}: the run's settings differ in {changed}")
+        if state["sharded"] != self.sharded or (self.sharded and state["world_size"] != self.world_size):
+            raise ValueError(f"cannot resume {str(path)!r}: its optimizer state is kept "
+                             f"{'in per-process FSDP2 shards' if state['sharded'] else 'whole'} for "
+                             f"{state['world_size']} process(es); resume with the layout and number of processes "
+                             "that wrote it")
         model = self.unwrapped() if not self.sharded else self.model
         engine_state.load_model_state(model, state["model"], self.sharded)
-        engine_state.load_optimizer_state(model, optimizer, state["optimizer"], self.sharded)
+        if self.sharded:
+            engine_state.load_local_optimizer_state(optimizer, state["ranks"][self.rank]["optimizer"])
+        else:
+            optimizer.load_state_dict(state["optimizer"])
         if schedule is not None:
             schedule.load_state_dict(state["schedule"])
         if not engine_state.load_rank_state(model, state["ranks"], self.rank):
@@ -181,14 +189,6 @@ class Engine:
             print(f"resuming a {state['world_size']}-process checkpoint on {self.world_size} process(es): "
                   "the curve continues, but not bit for bit", flush=True)
         return state["step"], list(state["records"]), list(state["loss_window"])
-
-    def _check_checkpointable(self, optimizer: Optimizer) -> None:
-        from leantrain.optim.base import LowRankOptimizer
-
-        if self.sharded and self.run_dir is not None and isinstance(optimizer, LowRankOptimizer):
-            raise ValueError(f"layout='fsdp2' with {type(optimizer).__name__}: its low-rank states are per-process "
-                             "row shards that the engine's checkpoint does not gather yet; train it with "
-                             "layout='ddp', or without a run folder (no checkpoints)")
 
     def _rank_seed(self) -> int:
         return self.config.seed + 1_000_003 * self.rank
@@ -245,7 +245,6 @@ class Engine:
         self.model = self._wrap(task.model)
         self.model.train()
         optimizer = task.build_optimizer(self.model if self.sharded else self.unwrapped())
-        self._check_checkpointable(optimizer)
         schedule = None if task.build_schedule is None else task.build_schedule(optimizer)
         start, records, loss_window = 0, [], [0.0, 0]
         if resume:

@@ -1,12 +1,14 @@
 """The engine's one checkpoint schema: everything a run needs to continue bit for bit.
 
-``{"format", "step", "world_size", "config", "model", "optimizer", "schedule", "records", "ranks"}``:
-``model`` holds the trainable parameters only (a LoRA run saves its adapters), ``records`` the
-evaluation records so far, and ``ranks`` each process's own RNG and sampler state (under DDP every
-process draws its own dropout masks and sampled rows). Process 0 alone writes, atomically
-(``leantrain.io.save_checkpoint``); every process reads. Under FSDP2 the sharded model and optimizer
-states are gathered to full tensors with ``torch.distributed.checkpoint.state_dict``, so a checkpoint
-does not depend on the layout that wrote it.
+``{"format", "step", "world_size", "sharded", "config", "model", "optimizer", "schedule", "records",
+"ranks"}``: ``model`` holds the trainable parameters only (a LoRA run saves its adapters), as full
+tensors whatever the layout (gathered under FSDP2 with ``torch.distributed.checkpoint.state_dict``);
+``records`` the evaluation records so far; ``ranks`` each process's own RNG and sampler state (every
+process draws its own dropout masks and sampled rows). ``optimizer`` is the optimizer's state when
+every process holds all of it (one process, DDP); under FSDP2 each process's shard of it goes into
+``ranks`` instead — the local part of every sharded tensor, as FSDP2 and the low-rank optimizers
+hold it — so such a checkpoint resumes on the same number of processes. Process 0 alone writes,
+atomically (``leantrain.io.save_checkpoint``); every process reads.
 """
 
 from __future__ import annotations
@@ -40,29 +42,55 @@ def model_state(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
     return {name: value for name, value in full.items() if name in names}
 
 
-def optimizer_state(model: nn.Module, optimizer: Optimizer, sharded: bool) -> dict[str, Any]:
-    if not sharded:
-        return optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+def local_optimizer_state(optimizer: Optimizer) -> dict[str, Any]:
+    """This process's optimizer state with every DTensor replaced by its local shard, and where those
+    were (``"sharded"``: [parameter index, key, global shape, global stride])."""
+    from torch.distributed.tensor import DTensor
 
-    return get_optimizer_state_dict(model, optimizer,
-                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    state = optimizer.state_dict()
+    sharded, local = [], {}
+    for index, values in state["state"].items():
+        local[index] = {}
+        for key, value in values.items():
+            if isinstance(value, DTensor):
+                sharded.append([index, key, list(value.shape), list(value.stride())])
+                value = value.to_local()
+            local[index][key] = value
+    return {"optimizer": {**state, "state": local}, "sharded": sharded}
 
 
-def rank_state(model: nn.Module) -> dict[str, Any]:
+def load_local_optimizer_state(optimizer: Optimizer, saved: dict[str, Any]) -> None:
+    """Restore what :func:`local_optimizer_state` saved on this process, shards back into DTensors
+    laid out as their parameters are."""
+    from torch.distributed.tensor import DTensor
+
+    optimizer.load_state_dict(saved["optimizer"])
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, key, shape, stride in saved["sharded"]:
+        parameter, values = parameters[index], optimizer.state[parameters[index]]
+        values[key] = DTensor.from_local(values[key], parameter.device_mesh, parameter.placements, run_check=False,
+                                         shape=torch.Size(shape), stride=tuple(stride))
+
+
+def rank_state(model: nn.Module, optimizer: Optimizer | None = None) -> dict[str, Any]:
+    """This process's own state: RNG, sampler and, given ``optimizer`` (under FSDP2), its shard of that."""
     state = {"rng": torch.get_rng_state(), "sampling": sampling_state_dict(model)}
+    if optimizer is not None:
+        state["optimizer"] = local_optimizer_state(optimizer)
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state()
     return state
 
 
-def gather_rank_states(model: nn.Module) -> list[dict[str, Any]]:
-    """Every process's :func:`rank_state`, in rank order (a collective under several processes)."""
-    own = rank_state(model)
+def gather_rank_states(model: nn.Module, optimizer: Optimizer | None = None) -> list[dict[str, Any]] | None:
+    """Every process's :func:`rank_state` on process 0, in rank order; None on the others (a collective
+    under several processes)."""
+    own = rank_state(model, optimizer)
     if not _distributed():
         return [own]
-    gathered: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, own)
+    main = torch.distributed.get_rank() == 0
+    gathered: list[Any] | None = [None] * torch.distributed.get_world_size() if main else None
+    torch.distributed.gather_object(own, gathered, dst=0)
     return gathered
 
 
@@ -76,15 +104,6 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], sharded: 
         set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))
     else:
         model.load_state_dict(state, strict=False)
-
-
-def load_optimizer_state(model: nn.Module, optimizer: Optimizer, state: dict[str, Any], sharded: bool) -> None:
-    if sharded:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
-    else:
-        optimizer.load_state_dict(state)
 
 
 def load_rank_state(model: nn.Module, states: list[dict[str, Any]], rank: int) -> bool:
