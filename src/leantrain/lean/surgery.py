@@ -90,12 +90,30 @@ def apply_lean(
                          f"{TARGET_PRESETS} choose linear layers, which lean does not replace")
     selected = module_filter(model, targets, filter_fn)
     changed: dict[str, str] = {}
+    _swap_modules(model, config, selected, changed)
+    _wrap_recomputed_blocks(model, config, selected, changed)
+    if config.activations:
+        _swap_activations(model, selected, changed)
+    if config.attention:
+        _swap_attention(model, changed)
+    if config.lm_loss:
+        _swap_lm_head(model, config, changed)
+    return changed
+
+
+def _swap_modules(model: nn.Module, config: LeanConfig, selected: FilterFn, changed: dict[str, str]) -> None:
+    """Dropout, ReLU and norms: module-for-module companions sharing the stock modules' parameters."""
     modules = [(n, m) for n, m in model.named_modules() if n and not isinstance(m, LeanReplacement)]
     for name, module in modules:
         replacement = _module_replacement(module, config)
         if replacement is not None and selected(module, name):
             _swap(model, name, replacement(module))
             changed[name] = replacement.__name__
+
+
+def _wrap_recomputed_blocks(model: nn.Module, config: LeanConfig, selected: FilterFn,
+                            changed: dict[str, str]) -> None:
+    """MLP and attention blocks that keep only their input and rerun themselves in backward."""
     suffixes = (MLP_CLASS_SUFFIXES if config.recompute_mlp else ()) + (
         ATTENTION_CLASS_SUFFIXES if config.recompute_attention else ())
     wrapped: list[str] = []
@@ -108,34 +126,46 @@ def apply_lean(
             _swap(model, name, RecomputedModule(module))
             wrapped.append(name)
             changed[name] = f"RecomputedModule({type(module).__name__})"
-    if config.activations:
-        for block_name, block in list(model.named_modules()):
-            if isinstance(block, LeanReplacement):
-                continue
-            for activation_name, linear in activation_pairs(block):
-                name = f"{block_name}.{activation_name}" if block_name else activation_name
-                activation = block._modules[activation_name]
-                if selected(activation, name):
-                    setattr(block, activation_name, ActivationFromLinearInput(activation, linear))
-                    changed[name] = f"ActivationFromLinearInput({type(activation).__name__})"
-    if config.attention and not hasattr(model, _PREVIOUS_ATTENTION):
-        previous = [(name, hf_config, hf_config._attn_implementation) for name, hf_config in _hf_configs(model)
-                    if hf_config._attn_implementation in _SWAPPABLE_ATTENTION]
-        if previous:
-            register_lean_attention()
-            setattr(model, _PREVIOUS_ATTENTION, SwappedAttention([(c, value) for _, c, value in previous]))
-        for name, hf_config, value in previous:
-            hf_config._attn_implementation = LEAN_ATTENTION
-            changed[f"{name}config._attn_implementation"] = f"{value} -> {LEAN_ATTENTION}"
-    if config.lm_loss and "forward" not in model.__dict__ and has_plain_lm_head(model):
-        head = model.get_output_embeddings()
-        head_name = next(name for name, module in model.named_modules() if module is head)
-        rows = max(1, config.lm_loss_chunk_logits // head.out_features)
-        _swap(model, head_name, LeanLMHead(head, rows))
-        model.forward = functools.partial(lean_causal_lm_forward, model)
-        changed[head_name] = "LeanLMHead"
-        changed["forward"] = f"chunked LM-head loss ({rows} rows per chunk)"
-    return changed
+
+
+def _swap_activations(model: nn.Module, selected: FilterFn, changed: dict[str, str]) -> None:
+    """Activations right after a Linear recompute their input from the Linear's input."""
+    for block_name, block in list(model.named_modules()):
+        if isinstance(block, LeanReplacement):
+            continue
+        for activation_name, linear in activation_pairs(block):
+            name = f"{block_name}.{activation_name}" if block_name else activation_name
+            activation = block._modules[activation_name]
+            if selected(activation, name):
+                setattr(block, activation_name, ActivationFromLinearInput(activation, linear))
+                changed[name] = f"ActivationFromLinearInput({type(activation).__name__})"
+
+
+def _swap_attention(model: nn.Module, changed: dict[str, str]) -> None:
+    """HF eager/sdpa attention -> the recomputing attention, through ``config._attn_implementation``."""
+    if hasattr(model, _PREVIOUS_ATTENTION):
+        return
+    previous = [(name, hf_config, hf_config._attn_implementation) for name, hf_config in _hf_configs(model)
+                if hf_config._attn_implementation in _SWAPPABLE_ATTENTION]
+    if previous:
+        register_lean_attention()
+        setattr(model, _PREVIOUS_ATTENTION, SwappedAttention([(c, value) for _, c, value in previous]))
+    for name, hf_config, value in previous:
+        hf_config._attn_implementation = LEAN_ATTENTION
+        changed[f"{name}config._attn_implementation"] = f"{value} -> {LEAN_ATTENTION}"
+
+
+def _swap_lm_head(model: nn.Module, config: LeanConfig, changed: dict[str, str]) -> None:
+    """A causal LM's head computes the chunked loss inside its own forward (FSDP2 unshards it there)."""
+    if "forward" in model.__dict__ or not has_plain_lm_head(model):
+        return
+    head = model.get_output_embeddings()
+    head_name = next(name for name, module in model.named_modules() if module is head)
+    rows = max(1, config.lm_loss_chunk_logits // head.out_features)
+    _swap(model, head_name, LeanLMHead(head, rows))
+    model.forward = functools.partial(lean_causal_lm_forward, model)
+    changed[head_name] = "LeanLMHead"
+    changed["forward"] = f"chunked LM-head loss ({rows} rows per chunk)"
 
 
 def remove_lean(model: nn.Module) -> dict[str, str]:
