@@ -23,9 +23,9 @@ from timing import interleaved_medians, timed_training_step
 from leantrain.data.classification import load_classification_data
 from leantrain.memory import measure_memory
 from leantrain.memory.peak import cpu_peak_in_subprocess
-from leantrain.memory.spec import StepSpec, make_optimizer
 from leantrain.models.presets import build_model, random_batch
-from leantrain.recipes.finetune import FinetuneConfig, parse_run, run_finetune
+from leantrain.recipes.finetune import DEFAULT_LR, FinetuneConfig, parse_run, run_finetune
+from leantrain.recipes.step_spec import StepSpec, make_optimizer
 
 GIB = 2**30
 MEMORY_COLUMNS = ("full", "full+wtacrs@0.3", "full+wtacrs@0.1", "full+wtacrs@0.3+lean", "lora",
@@ -86,15 +86,16 @@ def accuracy_table(args) -> None:
     max_train = args.max_train or None
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     n_train = min(max_train or len(data.train), len(data.train))
+    lrs = {"full": args.lr or DEFAULT_LR["full"], "lora": args.lora_lr or DEFAULT_LR["lora"]}
     print(f"\n### Test accuracy on BBC News (MiniLM-L6, {n_train} training / {len(data.test)} test articles, "
-          f"{args.epochs} epoch(s), batch 16 x 128, lr {args.lr:g} (LoRA {args.lora_lr:g}), "
+          f"{args.epochs} epoch(s), batch 16 x 128, lr {lrs['full']:g} (LoRA {lrs['lora']:g}), "
           f"seeds {seeds})\n")
     print("| run | accuracy (mean ± std) | vs first row | per seed |")
     print("|---|---|---|---|")
     base = None
     for spec in args.columns or ACCURACY_COLUMNS:
         accuracies = []
-        lr = args.lora_lr if spec.startswith("lora") else args.lr
+        lr = lrs["lora"] if spec.startswith("lora") else lrs["full"]
         for seed in seeds:
             config = parse_run(spec, FinetuneConfig(max_train_examples=max_train, epochs=args.epochs, seed=seed,
                                                         lr=lr))
@@ -137,8 +138,8 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="accuracy: seeds first-seed, first-seed + 1, …")
     parser.add_argument("--max-train", type=int, default=600, help="training articles (0: all 1,702)")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--lora-lr", type=float, default=5e-3, help="LoRA trains far fewer weights: a larger lr")
+    parser.add_argument("--lr", type=float, default=None, help="full runs' lr (default: the recipe's DEFAULT_LR)")
+    parser.add_argument("--lora-lr", type=float, default=None, help="LoRA runs' lr (default: the recipe's DEFAULT_LR)")
     parser.add_argument("--columns", nargs="+", default=None, help="accuracy columns (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
