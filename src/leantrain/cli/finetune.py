@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="examples per update, over all processes")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--schedule", default="linear", choices=TRAINING_SCHEDULES)
-    parser.add_argument("--warmup", type=float, default=0.0, help="warmup, as a fraction of the run (default 0)")
+    parser.add_argument("--warmup", type=float, default=0.1, help="warmup, as a fraction of the run (default 0.1)")
     parser.add_argument("--max-train", type=int, default=None, help="use only the first N training examples")
     parser.add_argument("--max-test", type=int, default=None, help="use only the first N test examples")
     parser.add_argument("--no-peak", dest="peak", action="store_false",

@@ -29,7 +29,7 @@ from leantrain.schedules import build as build_schedule
 MODES = ("full", "lora")
 # Peak learning rate of each mode when ``FinetuneConfig.lr`` is None: LoRA trains far fewer weights,
 # from a zero-initialised B, and needs a larger one (docs/finetune.md, "Defaults").
-DEFAULT_LR = {"full": 5e-4, "lora": 5e-3}
+DEFAULT_LR = {"full": 2e-4, "lora": 1e-2}
 METHOD_NAMES = {"exact": "exact", "crs": "CRS", "topk": "top-k", "wtacrs": "WTA-CRS"}
 
 
@@ -56,7 +56,7 @@ class FinetuneConfig:
     rank: int | None = None
     update_proj_gap: int | None = None
     schedule: str = "linear"
-    warmup: float = 0.0
+    warmup: float = 0.1
     grad_accum: int = 1
     precision: str = "fp32"
     layout: str = "ddp"
