@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated runs: MODE[+METHOD@BUDGET][+lean], MODE in full|lora "
                              "(default: full,full+wtacrs@0.3,full+wtacrs@0.3+lean)")
     parser.add_argument("--model", default="minilm", help='"minilm" (offline) or a local HF model folder')
-    parser.add_argument("--data", default="bbc", help='"bbc" (offline), a .csv/.jsonl file, or hf:NAME')
+    parser.add_argument("--data", default="bbc",
+                        help='"bbc" or "kjv-books" (offline), a .csv/.jsonl file, or hf:NAME (default bbc)')
     parser.add_argument("--test-data", default=None, help="a separate .csv/.jsonl test file")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
