@@ -1,10 +1,12 @@
 """One process vs two (torchrun, DDP and FSDP2) on the pretraining recipe: loss curves and time per update.
 
-The same run — Llama 5m on the King James Bible, the same global batch, seed and schedule — once in
-one process (2 threads) and under ``torchrun --nproc_per_node 2`` (1 thread each) with DDP and with
-FSDP2, interleaved over repeats. Printed: the training loss at a few updates for each layout and the
-largest relative difference from one process over all updates; the median seconds per update and
-its ratio to one process. The tokenizer is trained once and shared.
+The same run — Llama 5m on the King James Bible, the same global batch, seed and schedule — in one
+process (2 threads, and 1 thread) and under ``torchrun --nproc_per_node 2`` (1 thread each) with DDP
+and with FSDP2, interleaved over repeats. Printed: the training loss at a few updates for each
+layout and the largest relative difference from one process over all updates; the median seconds
+per update (the loop and one final evaluation, from summary.json) and the speed-up over one
+process with 2 threads.
+The tokenizer is trained once and shared. Run it on an otherwise idle machine.
 
 Run:  .venv/bin/python -u benchmarks/processes.py [--size 5m] [--tokens 245760] [--repeats 2]
 """
@@ -22,19 +24,22 @@ from pathlib import Path
 
 from leantrain.io import read_metrics
 
-LAYOUTS = {"1 process": [], "2 processes, DDP": ["ddp"], "2 processes, FSDP2": ["fsdp2"]}
+# name -> (layout under torchrun, or None for one plain process; threads per process)
+LAYOUTS = {"1 process, 2 threads": (None, 2), "1 process, 1 thread": (None, 1),
+           "2 processes, DDP": ("ddp", 1), "2 processes, FSDP2": ("fsdp2", 1)}
+REFERENCE = "1 process, 2 threads"
 
 
-def command(layout: list[str], args: argparse.Namespace, folder: Path, tokenizer: Path | None) -> list[str]:
+def command(layout: str | None, args: argparse.Namespace, folder: Path, tokenizer: Path | None) -> list[str]:
     common = ["-m", "leantrain", "pretrain", "--size", args.size, "--tokens", str(args.tokens), "--batch-size", "16",
               "--seq-len", "128", "--max-chars", str(args.max_chars), "--eval-every", "1000000",
               "--save-every", "1000000", "--output-dir", str(folder)]
     if tokenizer is not None:
         common += ["--tokenizer", str(tokenizer)]
-    if not layout:
+    if layout is None:
         return [sys.executable, *common]
     torchrun = str(Path(sys.executable).with_name("torchrun"))
-    return [torchrun, "--standalone", "--nproc_per_node", "2", *common, "--layout", layout[0]]
+    return [torchrun, "--standalone", "--nproc_per_node", "2", *common, "--layout", layout]
 
 
 def main() -> None:
@@ -49,9 +54,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="leantrain-processes-") as root:
         tokenizer = None
         for repeat in range(args.repeats):
-            for name, layout in LAYOUTS.items():
-                folder = Path(root) / f"{repeat}-{len(curves)}-{name.replace(' ', '_').replace(',', '')}"
-                env = {**os.environ, "OMP_NUM_THREADS": "1" if layout else "2"}
+            for index, (name, (layout, threads)) in enumerate(LAYOUTS.items()):
+                folder = Path(root) / f"{repeat}-{index}"
+                env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
                 done = subprocess.run(command(layout, args, folder, tokenizer), env=env, capture_output=True, text=True)
                 if done.returncode != 0:
                     raise SystemExit(f"{name} failed:\n{done.stderr[-4000:]}")
@@ -60,16 +65,16 @@ def main() -> None:
                 seconds[name].append(summary["train_seconds"] / summary["steps"])
                 curves[name] = [r["loss"] for r in read_metrics(folder / "metrics.jsonl") if "loss" in r]
                 print(f"repeat {repeat}: {name}: {seconds[name][-1]:.3f} s/update", flush=True)
-    reference = curves["1 process"]
+    reference = curves[REFERENCE]
     marks = [1, len(reference) // 4, len(reference) // 2, len(reference)]
-    print(f"\n{'layout':<20} " + " ".join(f"{'loss@' + str(m):>9}" for m in marks)
-          + f" {'max rel diff':>12} {'s/update':>9} {'vs 1 proc':>9}")
-    base = statistics.median(seconds["1 process"])
+    print(f"\n{'layout':<22} " + " ".join(f"{'loss@' + str(m):>9}" for m in marks)
+          + f" {'max rel diff':>12} {'s/update':>9} {'speed-up':>9}")
+    base = statistics.median(seconds[REFERENCE])
     for name, curve in curves.items():
         diff = max(abs(a - b) / abs(b) for a, b in zip(curve, reference, strict=True))
         median = statistics.median(seconds[name])
-        print(f"{name:<20} " + " ".join(f"{curve[m - 1]:>9.4f}" for m in marks)
-              + f" {diff:>12.1e} {median:>9.3f} {median / base:>8.2f}x")
+        print(f"{name:<22} " + " ".join(f"{curve[m - 1]:>9.4f}" for m in marks)
+              + f" {diff:>12.1e} {median:>9.3f} {base / median:>8.2f}x")
 
 
 if __name__ == "__main__":
