@@ -1,12 +1,17 @@
-"""Run a picklable function in spawned CPU processes joined by a gloo process group (the tests'
-stand-in for ``torchrun``)."""
+"""Run a picklable function in 2 spawned CPU processes, the tests' stand-in for ``torchrun``.
+
+``run_distributed(fn, *args)`` joins a gloo process group itself and calls ``fn(rank, world, *args)``:
+for parts used directly. ``launch(fn, *args)`` sets the environment exactly as ``torchrun`` does
+(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) and calls ``fn(*args)``: Accelerate, and through it
+the engine, joins the group itself. Either returns each rank's result (it must pickle), by rank; a
+failure in any rank raises here with that rank's traceback.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 import torch
@@ -20,24 +25,33 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _entry(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple, results: dict) -> None:
+def _entry(rank: int, world: int, port: int, join: bool, fn: Callable[..., Any], args: tuple, results: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if not join:
+        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    # a rank that fails alone leaves the other waiting in a collective: give up after two minutes
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=120))
+    if join:
+        dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        results[rank] = fn(rank, world, *args)
+        results[rank] = fn(rank, world, *args) if join else fn(*args)
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
-def run_distributed(fn: Callable[..., Any], *args: Any, world: int = 2) -> list[Any]:
-    """``fn(rank, world, *args)`` in ``world`` processes; returns each rank's result, by rank.
-
-    ``fn`` must be a module-level function; its results must pickle (plain numbers, strings, or
-    small tensors). A failure in any rank raises here with that rank's traceback."""
+def _spawn(join: bool, fn: Callable[..., Any], args: tuple, world: int) -> list[Any]:
     port = _free_port()
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_entry, args=(world, port, fn, args, results), nprocs=world, join=True)
+        mp.spawn(_entry, args=(world, port, join, fn, args, results), nprocs=world, join=True)
         return [results[rank] for rank in range(world)]
+
+
+def run_distributed(fn: Callable[..., Any], *args: Any, world: int = 2) -> list[Any]:
+    """``fn(rank, world, *args)`` in ``world`` processes joined by a gloo group; ``fn`` module-level."""
+    return _spawn(True, fn, args, world)
+
+
+def launch(fn: Callable[..., Any], *args: Any, world: int = 2) -> list[Any]:
+    """``fn(*args)`` in ``world`` processes set up as ``torchrun`` sets them up."""
+    return _spawn(False, fn, args, world)

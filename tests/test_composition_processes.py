@@ -14,7 +14,7 @@ import itertools
 
 import pytest
 import torch
-from launch import launch
+from distributed import launch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import leantrain as lt

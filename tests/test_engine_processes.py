@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 
 import pytest
-from launch import launch
+from distributed import launch
 
 from leantrain.io import read_metrics
 from leantrain.recipes.pretrain import PretrainConfig, pretrain
