@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     if not main:
         return 0
-    peaks = [peak_training_memory(config, len(data.label_names)) if args.peak else None for config in configs]
+    peaks = [peak_training_memory(result, len(data.label_names)) if args.peak else None for result in results]
     width = max(len(r.config.label) for r in results)
     print(f"\n{'run':<{width}}  {'test accuracy':>13}  {'peak memory':>11}  {'vs first':>8}  {'train time':>10}  "
           f"{'trainable params':>16}")

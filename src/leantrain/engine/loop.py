@@ -118,15 +118,12 @@ class Engine:
                               enabled=self.config.precision == "bf16")
 
     def unwrapped(self) -> nn.Module:
+        """The model without its DDP wrapper (FSDP2's ``fully_shard`` works in place: the model itself)."""
         return self.accelerator.unwrap_model(self.model)
 
     def full_state_dict(self) -> dict[str, Tensor]:
         """The whole model's state, full tensors (gathered under FSDP2; a collective there)."""
-        if not self.sharded:
-            return self.unwrapped().state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return engine_state.full_model_state(self.unwrapped(), self.sharded)
 
     # -- the loop ---------------------------------------------------------------------------------
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -141,7 +138,7 @@ class Engine:
         path = self._checkpoint_path()
         if path is None:
             return
-        model = self.unwrapped() if not self.sharded else self.model
+        model = self.unwrapped()
         state = {
             "format": engine_state.FORMAT, "step": step, "world_size": self.world_size, "sharded": self.sharded,
             "config": dict(task.run_config),
@@ -175,7 +172,7 @@ class Engine:
                              f"{'in per-process FSDP2 shards' if state['sharded'] else 'whole'} for "
                              f"{state['world_size']} process(es); resume with the layout and number of processes "
                              "that wrote it")
-        model = self.unwrapped() if not self.sharded else self.model
+        model = self.unwrapped()
         engine_state.load_model_state(model, state["model"], self.sharded)
         if self.sharded:
             engine_state.load_local_optimizer_state(optimizer, state["ranks"][self.rank]["optimizer"])
@@ -244,7 +241,7 @@ class Engine:
         torch.manual_seed(self._rank_seed())
         self.model = self._wrap(task.model)
         self.model.train()
-        optimizer = task.build_optimizer(self.model if self.sharded else self.unwrapped())
+        optimizer = task.build_optimizer(self.unwrapped())  # FSDP2 shards in place: the model itself
         schedule = None if task.build_schedule is None else task.build_schedule(optimizer)
         start, records, loss_window = 0, [], [0.0, 0]
         if resume:
@@ -274,10 +271,10 @@ class Engine:
                         records.append(self._evaluate(task, step, loss_window))
                         loss_window = [0.0, 0]
                         self._record(metrics, records[-1])
-                    if (config.save_every and step % config.save_every == 0) or step == config.max_steps:
+                    stopping = self._stop_requested(stop)
+                    if stopping or (config.save_every and step % config.save_every == 0) or step == config.max_steps:
                         self._save(step, task, optimizer, schedule, records, loss_window)
-                    if self._stop_requested(stop):
-                        self._save(step, task, optimizer, schedule, records, loss_window)
+                    if stopping:
                         raise KeyboardInterrupt
         finally:
             bar.close()

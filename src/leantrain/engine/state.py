@@ -32,14 +32,19 @@ def trainable_names(model: nn.Module) -> set[str]:
     return {name for name, parameter in model.named_parameters() if parameter.requires_grad}
 
 
-def model_state(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
-    names = trainable_names(model)
+def full_model_state(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
+    """The model's whole state as full tensors; under FSDP2 gathered (a collective, full on process 0)."""
     if not sharded:
-        return {name: p for name, p in model.named_parameters() if name in names}
+        return model.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return {name: value for name, value in full.items() if name in names}
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def model_state(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
+    """The trainable parameters' part of :func:`full_model_state`."""
+    names = trainable_names(model)
+    return {name: value for name, value in full_model_state(model, sharded).items() if name in names}
 
 
 def local_optimizer_state(optimizer: Optimizer) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from leantrain.convert import Conversion, conversions
 from leantrain.data.classification import ClassificationData, load_classification_data
 from leantrain.engine import Engine, EngineConfig, TrainTask
 from leantrain.engine.loop import CHECKPOINT, SAMPLE_IDS
+from leantrain.memory.state_bytes import parameter_bytes
 from leantrain.models.pretrained import minilm_path
 from leantrain.names import TRAINING_SCHEDULES
 from leantrain.optim.factory import OPTIMIZERS, build_optimizer
@@ -122,6 +123,7 @@ class FinetuneResult:
     train_loss_by_epoch: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     trainable_parameters: int = 0
+    parameter_bytes: int = 0  # every parameter's storage once (tied weights once)
 
     @property
     def accuracy(self) -> float:
@@ -185,26 +187,21 @@ class FinetuneStep:
     num_labels: int
 
     def __call__(self) -> tuple[nn.Module, dict[str, torch.Tensor], torch.optim.Optimizer]:
+        from leantrain.models.presets import random_batch
+
         model, _ = prepare_model(self.config, self.num_labels)
         model.train()
-        generator = torch.Generator().manual_seed(self.config.seed)
-        shape = (self.config.batch_size, self.config.seq_len)
-        ids = torch.randint(model.config.vocab_size, shape, generator=generator)
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                 "labels": torch.randint(self.num_labels, (self.config.batch_size,), generator=generator)}
+        batch = random_batch(model, self.config.batch_size, self.config.seq_len, self.config.seed)
         return model, batch, make_optimizer(self.config, model)
 
 
-def peak_training_memory(config: FinetuneConfig, num_labels: int) -> int:
-    """Bytes of one training step of this run: its parameters plus the step's peak above what was
-    resident before it, measured on CPU in a fresh process (docs/design.md, "How figures are measured")."""
+def peak_training_memory(result: FinetuneResult, num_labels: int) -> int:
+    """Bytes of one training step of the run behind ``result``: its parameters plus the step's peak
+    above what was resident before it, measured on CPU in a fresh process (docs/design.md, "How
+    figures are measured")."""
     from leantrain.memory.peak import cpu_peak_in_subprocess
-    from leantrain.memory.state_bytes import parameter_bytes
 
-    step = FinetuneStep(config, num_labels)
-    peak = cpu_peak_in_subprocess(step)
-    model, _ = prepare_model(config, num_labels)
-    return peak.step_bytes + parameter_bytes(model)
+    return cpu_peak_in_subprocess(FinetuneStep(result.config, num_labels)).step_bytes + result.parameter_bytes
 
 
 def make_optimizer(config: FinetuneConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -286,4 +283,5 @@ def run_finetune(
         train_loss_by_epoch=[r["train_loss"] for r in outcome.records],
         train_seconds=outcome.train_seconds,
         trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        parameter_bytes=parameter_bytes(model),
     )
