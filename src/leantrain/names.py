@@ -15,6 +15,9 @@ TARGET_PRESETS = ("paper", "all-linear")
 # Optimizers by name (optim/factory.py); the low-rank ones keep Adam's states of linear weights in a subspace.
 LOW_RANK_OPTIMIZERS = ("galore", "fira", "frugal", "dct")
 OPTIMIZERS = ("adamw", "sgd", *LOW_RANK_OPTIMIZERS)
+# The training engine's precisions (bf16: autocast) and layouts of several processes (engine/config.py).
+PRECISIONS = ("fp32", "bf16")
+LAYOUTS = ("ddp", "fsdp2")
 # Learning-rate schedules (schedules/__init__.py).
 SCHEDULES = ("constant", "cosine", "linear", "wsd", "power", "rex", "refined")
 # The schedules a training run can follow from its first step ("refined" needs an earlier run's gradient norms).

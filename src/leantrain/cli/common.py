@@ -20,14 +20,16 @@ def steps_or_fraction(text: str) -> int | float:
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
+    from leantrain.names import LAYOUTS, PRECISIONS
+
     group = parser.add_argument_group("engine")
     group.add_argument("--output-dir", "--out", dest="output_dir", default=output_dir,
                        help=f"run folder: metrics.jsonl, checkpoint.safetensors (default {output_dir})")
     group.add_argument("--resume", action="store_true", help="continue from the checkpoint in --output-dir")
     group.add_argument("--grad-accum", type=int, default=1, help="micro-batches per update and process (default 1)")
-    group.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
                        help="bf16: autocast; weights and optimizer states stay fp32 (default fp32)")
-    group.add_argument("--layout", default="ddp", choices=["ddp", "fsdp2"],
+    group.add_argument("--layout", default="ddp", choices=LAYOUTS,
                        help="under torchrun / accelerate launch: DDP replicas or FSDP2 shards (default ddp)")
     group.add_argument("--seed", type=int, default=0)
 

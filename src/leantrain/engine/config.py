@@ -5,12 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-PRECISIONS = ("fp32", "bf16")
-LAYOUTS = ("ddp", "fsdp2")
-
-
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+from leantrain.names import LAYOUTS, PRECISIONS
+from leantrain.validation import is_positive_int
 
 
 @dataclass(frozen=True)
@@ -37,11 +33,11 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "grad_accum"):
-            if not _positive_int(getattr(self, name)):
+            if not is_positive_int(getattr(self, name)):
                 raise ValueError(f"EngineConfig.{name}={getattr(self, name)!r} must be an integer >= 1")
         for name in ("eval_every", "save_every"):
             value = getattr(self, name)
-            if value is not None and not _positive_int(value):
+            if value is not None and not is_positive_int(value):
                 raise ValueError(f"EngineConfig.{name}={value!r} must be None or an integer >= 1")
         if self.grad_clip is not None and not (isinstance(self.grad_clip, int | float) and math.isfinite(self.grad_clip)
                                                and self.grad_clip > 0):

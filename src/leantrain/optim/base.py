@@ -19,10 +19,7 @@ from torch.optim import Optimizer
 
 from leantrain.optim.projectors import PROJ_TYPES, projected_size
 from leantrain.optim.sharding import RowShards, check_row_sharded
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+from leantrain.validation import is_positive_int
 
 
 def _positive_number(value: Any) -> bool:
@@ -67,9 +64,9 @@ class LowRankOptimizer(Optimizer):
     def validate_low_rank_group(self, group: dict[str, Any]) -> None:
         """Raise ValueError naming the bad value and what is allowed."""
         rank, gap, proj_type = group["rank"], group["update_proj_gap"], group["proj_type"]
-        if self.uses_rank(group) and not _positive_int(rank):
+        if self.uses_rank(group) and not is_positive_int(rank):
             raise ValueError(f"rank={rank!r} must be a positive integer")
-        if not _positive_int(gap):
+        if not is_positive_int(gap):
             raise ValueError(f"update_proj_gap={gap!r} must be a positive integer (steps between subspace refreshes)")
         if not _positive_number(group["scale"]):
             raise ValueError(f"scale={group['scale']!r} must be a positive number")

@@ -26,6 +26,7 @@ from leantrain.names import TRAINING_SCHEDULES
 from leantrain.optim.factory import OPTIMIZERS, build_optimizer
 from leantrain.sampling import SamplingConfig
 from leantrain.schedules import build as build_schedule
+from leantrain.validation import is_positive_int
 
 MODES = ("full", "lora")
 # Peak learning rate of each mode when ``FinetuneConfig.lr`` is None: LoRA trains far fewer weights,
@@ -72,7 +73,7 @@ class FinetuneConfig:
             raise ValueError(f"FinetuneConfig.mode={self.mode!r} is not one of {MODES}")
         for name in ("epochs", "batch_size", "seq_len", "lora_rank"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_positive_int(value):
                 raise ValueError(f"FinetuneConfig.{name}={value!r} must be an integer >= 1")
         for name in ("max_train_examples", "max_test_examples"):
             value = getattr(self, name)
