@@ -16,7 +16,8 @@ class EngineConfig:
     ``precision``: "fp32", or "bf16" autocast (weights and optimizer states stay fp32). ``layout``:
     how several processes hold the model — "ddp" (a replica each, gradients averaged) or "fsdp2"
     (``fully_shard``: parameters, gradients and optimizer states sharded); one process ignores it.
-    ``eval_every`` / ``save_every``: updates between evaluations / checkpoints (None: only at the end).
+    ``eval_every`` / ``save_every``: updates between evaluations / checkpoints (None: only at the end);
+    ``eval_at_start``: evaluate the starting model too, as the record of step 0 (not again on resume).
     ``grad_clip``: max global gradient norm (None: no clipping; the norm is still logged).
     """
 
@@ -27,6 +28,7 @@ class EngineConfig:
     layout: str = "ddp"
     eval_every: int | None = None
     save_every: int | None = None
+    eval_at_start: bool = False
     seed: int = 0
     show_progress: bool = True
     description: str = "train"

@@ -65,8 +65,9 @@ class TrainTask:
 class EngineResult:
     steps: int
     records: list[dict[str, Any]]  # the evaluation records, with the mean training loss since the previous one
-    train_seconds: float
+    train_seconds: float  # wall time of the updates, evaluations excluded
     last_loss: float
+    eval_seconds: float = 0.0  # wall time of the evaluations (of this process's run, not before a resume)
 
 
 class Engine:
@@ -90,6 +91,7 @@ class Engine:
         self.sharded = self.world_size > 1 and config.layout == "fsdp2"
         self.model: nn.Module | None = None
         self.step = 0  # optimizer updates done
+        self.eval_seconds = 0.0  # spent in evaluations by this process's run()
 
     # -- helpers for recipes ---------------------------------------------------------------------
     def sum_over_processes(self, values: Tensor) -> Tensor:
@@ -201,10 +203,12 @@ class Engine:
         if loss_window[1]:
             record["train_loss"] = loss_window[0] / loss_window[1]
         if task.evaluate is not None:
+            started = time.perf_counter()
             self.model.eval()
             with torch.no_grad(), self.autocast():
                 record.update(task.evaluate(self))
             self.model.train()
+            self.eval_seconds += time.perf_counter() - started
         return record
 
     def _update(self, task: TrainTask, batch: Batch, optimizer: Optimizer) -> tuple[float, float]:
@@ -253,6 +257,9 @@ class Engine:
         bar = tqdm(total=config.max_steps, initial=start, desc=config.description, leave=False,
                    disable=not (config.show_progress and self.is_main))
         step, loss, started = start, math.nan, time.perf_counter()
+        if config.eval_at_start and start == 0:
+            records.append(self._evaluate(task, 0, loss_window))
+            self._record(metrics, records[-1])
         try:
             with StopRequest() as stop:
                 for step in range(start + 1, config.max_steps + 1):
@@ -280,7 +287,7 @@ class Engine:
             bar.close()
             if metrics is not None:
                 metrics.close()
-        return EngineResult(step, records, time.perf_counter() - started, loss)
+        return EngineResult(step, records, time.perf_counter() - started - self.eval_seconds, loss, self.eval_seconds)
 
     def _stop_requested(self, stop: StopRequest) -> bool:
         """Ctrl-C on any process stops every process after the same update."""
