@@ -23,10 +23,22 @@ def kjv_database() -> Path:
 
 def kjv_text() -> str:
     """The KJV, one verse per line in canonical order, ``ch:vs`` markers stripped (4.14M chars)."""
+    return "\n".join(kjv_chapters())
+
+
+def kjv_chapters() -> list[str]:
+    """The KJV's 1,189 chapters in canonical order, one verse per line, markers stripped."""
     with sqlite3.connect(f"file:{kjv_database()}?mode=ro", uri=True) as connection:
-        rows = connection.execute("SELECT Passage1, Passage2 FROM Bible "
+        rows = connection.execute("SELECT TestamentID, BookID, ChapterID, Passage1, Passage2 FROM Bible "
                                   "ORDER BY TestamentID, BookID, ChapterID, VerseID").fetchall()
-    return "\n".join(re.sub(r"\b\d+:\d+ ", "", f"{a} {b or ''}".strip()) for a, b in rows)
+    chapters: dict[tuple[int, int, int], list[str]] = {}
+    for testament, book, chapter, a, b in rows:
+        chapters.setdefault((testament, book, chapter), []).append(_verse(a, b))
+    return ["\n".join(verses) for verses in chapters.values()]
+
+
+def _verse(a: str, b: str | None) -> str:
+    return re.sub(r"\b\d+:\d+ ", "", f"{a} {b or ''}".strip())
 
 
 def bbc_text() -> str:
@@ -36,13 +48,28 @@ def bbc_text() -> str:
     return "\n\n".join(example.text for example in load_bbc_news())
 
 
-def load_corpus(source: str | Sequence[str | Path]) -> str:
-    """``"kjv"``, ``"bbc"``, or one or more UTF-8 text files (joined by blank lines, in the order given)."""
+def load_documents(source: str | Sequence[str | Path]) -> list[str]:
+    """Documents of a corpus: BBC News articles, KJV chapters, or one per text file."""
     if isinstance(source, str) and source in CORPORA:
-        return kjv_text() if source == "kjv" else bbc_text()
+        if source == "kjv":
+            return kjv_chapters()
+        from leantrain.data.bbc import load_bbc_news
+
+        return [example.text for example in load_bbc_news()]
+    return [p.read_text(encoding="utf-8", errors="replace") for p in _text_files(source)]
+
+
+def _text_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
     paths = [Path(source)] if isinstance(source, str | Path) else [Path(p) for p in source]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing or not paths:
         raise FileNotFoundError(f"corpus must be one of {', '.join(CORPORA)} or text files; not found: "
                                 f"{', '.join(missing) or 'no files given'}")
-    return "\n\n".join(p.read_text(encoding="utf-8", errors="replace") for p in paths)
+    return paths
+
+
+def load_corpus(source: str | Sequence[str | Path]) -> str:
+    """``"kjv"``, ``"bbc"``, or one or more UTF-8 text files (joined by blank lines, in the order given)."""
+    if isinstance(source, str) and source in CORPORA:
+        return kjv_text() if source == "kjv" else bbc_text()
+    return "\n\n".join(p.read_text(encoding="utf-8", errors="replace") for p in _text_files(source))
