@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
@@ -124,3 +125,24 @@ def find_targets(model: nn.Module, targets: Targets | None = "paper", filter_fn:
             f"{type(model).__name__} (its linear layers include: {sample})"
         )
     return chosen
+
+
+_BLOCK_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class LastLayers:
+    """A picklable ``filter_fn`` choosing modules inside the last ``count`` of ``total`` numbered
+    blocks (``model.layers.<i>.…``, GPT-2's ``transformer.h.<i>.…``): e.g. LoRA on the last 5 layers."""
+
+    count: int
+    total: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or not 1 <= self.count <= self.total:
+            raise ValueError(f"last layers count={self.count!r} must be an integer in [1, {self.total}] "
+                             f"(the model has {self.total} layers)")
+
+    def __call__(self, module: nn.Module, name: str) -> bool:
+        found = _BLOCK_INDEX.search(name)
+        return found is not None and int(found.group(1)) >= self.total - self.count

@@ -1,0 +1,111 @@
+"""Hyperfitting SmolLM2-135M-Instruct on the CPU preset: full fine-tuning vs last-5-layer LoRA vs
+WTA-CRS@0.3 + lean, over seeds of the data sample, side by side.
+
+For each run: the start -> end held-out metrics on BBC News (the training domain, texts never trained
+on) and the KJV (a domain it did not train on), the training time (evaluations excluded), and the
+CPU peak of one training step of that configuration measured in a fresh subprocess plus its
+parameters (docs/design.md, "How figures are measured"). Runs are appended to ``--results`` as they
+finish, so an interrupted benchmark keeps what it measured; ``--table`` prints the table again.
+
+Run:  .venv/bin/python benchmarks/hyperfit.py [--seeds 0 1] [--runs full lora-last5 wtacrs-lean]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from leantrain.memory.peak import cpu_peak_in_subprocess
+from leantrain.recipes.hyperfit import HyperfitConfig, hyperfit, model_folder
+from leantrain.recipes.step_spec import StepSpec
+from leantrain.sampling import SamplingConfig
+
+MIB = 2**20
+SMOLLM2_LAYERS = 30
+# Run name -> settings on top of the CPU preset. LoRA trains ~1% of the weights: 10x the learning rate.
+RUNS = {
+    "full": {},
+    "lora-last5": {"lora": 16, "lora_layers": 5, "lr": 1e-3},
+    "wtacrs-lean": {"sampling": SamplingConfig.from_spec("wtacrs@0.3"), "lean": True},
+}
+METRICS = (("ttr_greedy", "TTR greedy"), ("ttr_top_p", "TTR top-p"), ("entropy", "entropy"), ("ppl", "ppl"),
+           ("copied_greedy", "copies>10"))
+
+
+def peak_bytes(config: HyperfitConfig) -> int:
+    """One training step of this configuration (its conversions and optimizer) at its batch shape."""
+    spec = StepSpec(str(model_folder(config.model)), config.batch_size, config.seq_len, config.optimizer,
+                    config.conversions(SMOLLM2_LAYERS), config.seed, config.rank)
+    model, _, _ = spec()
+    parameters = sum(p.numel() * p.element_size() for p in model.parameters())
+    return cpu_peak_in_subprocess(spec).step_bytes + parameters
+
+
+def run_one(name: str, seed: int, output: Path) -> dict:
+    config = HyperfitConfig.preset("cpu", output_dir=str(output / f"{name}-s{seed}"), seed=seed, **RUNS[name])
+    result = hyperfit(config, show_bar=False)
+    first, last = result.records[0], result.records[-1]
+    return {"run": name, "seed": seed, "train_seconds": result.train_seconds, "peak_bytes": peak_bytes(config),
+            "trainable": result.trainable_parameters, "train_loss": last["train_loss"], "start": first, "end": last,
+            "control_ttr": (result.control or {}).get("heldout_ttr"),
+            "control_temperature": (result.control or {}).get("temperature")}
+
+
+def table(rows: list[dict]) -> str:
+    names = list(dict.fromkeys(row["run"] for row in rows))
+    base = statistics.mean(r["train_seconds"] for r in rows if r["run"] == names[0])
+    base_peak = statistics.mean(r["peak_bytes"] for r in rows if r["run"] == names[0])
+    lines = []
+    for domain, title in (("heldout", "held-out BBC News (training domain)"), ("other", "KJV (unseen domain)")):
+        lines += ["", f"**{title}**, start -> end, mean over seeds {sorted({r['seed'] for r in rows})}", "",
+                  "| run | " + " | ".join(t for _, t in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+        start = [r for r in rows if r["run"] == names[0]]
+        cells = [f"{statistics.mean(r['start'][f'{domain}_{key}'] for r in start):.3f}" for key, _ in METRICS]
+        lines.append("| starting model | " + " | ".join(cells) + " |")
+        for name in names:
+            mine = [r for r in rows if r["run"] == name]
+            cells = []
+            for key, _ in METRICS:
+                values = [r["end"][f"{domain}_{key}"] for r in mine]
+                spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+                cells.append(f"{statistics.mean(values):.3f}{spread}")
+            lines.append(f"| {name} ({len(mine)} seeds) | " + " | ".join(cells) + " |")
+    lines += ["", "| run | final train loss | trainable params | train time | vs full | step peak (MiB) | vs full |"
+              " entropy-matched control TTR |", "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        mine = [r for r in rows if r["run"] == name]
+        seconds = statistics.mean(r["train_seconds"] for r in mine)
+        peak = statistics.mean(r["peak_bytes"] for r in mine)
+        control = [r["control_ttr"] for r in mine if r["control_ttr"] is not None]
+        shown = f"{statistics.mean(control):.3f}" if control else ""
+        lines.append(f"| {name} | {statistics.mean(r['train_loss'] for r in mine):.3f} | {mine[0]['trainable']:,} | "
+                     f"{seconds:.0f} s | {seconds / base:.2f}x | {peak / MIB:.0f} | {base_peak / peak:.2f}x less | "
+                     f"{shown} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--output", type=Path, default=Path("runs/bench-hyperfit"))
+    parser.add_argument("--results", type=Path, default=Path("runs/bench-hyperfit/results.jsonl"))
+    parser.add_argument("--table", action="store_true", help="only print the table of --results")
+    args = parser.parse_args()
+    if not args.table:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        for seed in args.seeds:
+            for name in args.runs:
+                row = run_one(name, seed, args.output)
+                with args.results.open("a") as file:
+                    file.write(json.dumps(row) + "\n")
+                print(f"{name} seed {seed}: greedy TTR {row['start']['heldout_ttr_greedy']:.3f} -> "
+                      f"{row['end']['heldout_ttr_greedy']:.3f}, {row['train_seconds']:.0f} s", flush=True)
+    rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
