@@ -66,6 +66,8 @@ def _corpus(values: list[str]) -> str | tuple[str, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from leantrain.recipes.hyperfit import HyperfitConfig, hyperfit
 
     shape = {dest: getattr(args, dest) for dest in (*SHAPE, "lr") if getattr(args, dest) is not None}
@@ -91,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{record['heldout_entropy']:.2f}  TTR greedy {record['heldout_ttr_greedy']:.3f} top-p "
                   f"{record['heldout_ttr_top_p']:.3f}{other}", flush=True)
 
+    if main and args.preset == "paper" and not torch.cuda.is_available():
+        print("note: the paper's protocol is days of compute on a CPU; --preset cpu runs in about 15 minutes",
+              flush=True)
     result = hyperfit(config, resume=args.resume, on_log=show)
     if main:
         print(f"trained {result.train_seconds:.0f}s (evaluation {result.eval_seconds:.0f}s); report in "
