@@ -1,0 +1,98 @@
+"""Per-token log-probabilities and entropies of a causal LM that never hold the B×L×V logits.
+
+RL objectives (GRPO's policy ratio, TRL's ``_get_per_token_logps_and_entropies``) and an entropy
+bonus need, per token, log p(target) and the softmax entropy H. Taken from full logits they cost
+B×L×V floats, plus the log-softmax autograd keeps. Here the head runs in row chunks: forward keeps
+only the hidden states, the targets and the per-row log-sum-exp; backward recomputes each chunk's
+logits. With z the logits of a row (divided by the temperature), p = softmax(z),
+log p(t) = z_t − logsumexp(z) and H = logsumexp(z) − Σ p z, so
+∂ log p(t)/∂z = onehot(t) − p and ∂H/∂z = −p ⊙ (log p + H). Exact within float rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.autograd import Function
+
+from leantrain.autocast import apply_as_autocast_matmul
+
+
+def _scaled_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float) -> Tensor:
+    return nn.functional.linear(hidden, weight, bias).float() / temperature
+
+
+class ChunkedTokenLogprobsFunction(Function):
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_rows: int,
+                temperature: float) -> tuple[Tensor, Tensor]:
+        logprobs = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
+        entropy = torch.empty_like(logprobs)
+        for start in range(0, hidden.shape[0], chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            logits = _scaled_logits(hidden[rows], weight, bias, temperature)
+            normaliser = torch.logsumexp(logits, dim=-1)
+            logprobs[rows] = logits.gather(1, targets[rows, None])[:, 0] - normaliser
+            entropy[rows] = normaliser - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+        ctx.save_for_backward(hidden, weight, bias, targets, entropy)
+        ctx.chunk_rows, ctx.temperature = chunk_rows, temperature
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs: Tensor | None, grad_entropy: Tensor | None):
+        hidden, weight, bias, targets, entropy = ctx.saved_tensors
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if ctx.needs_input_grad[2] else None
+        for start in range(0, hidden.shape[0], ctx.chunk_rows):
+            rows = slice(start, start + ctx.chunk_rows)
+            log_p = torch.log_softmax(_scaled_logits(hidden[rows], weight, bias, ctx.temperature), dim=-1)
+            p = log_p.exp()
+            grad_logits = torch.zeros_like(p)
+            if grad_logprobs is not None:
+                g = grad_logprobs[rows].float()
+                grad_logits -= p * g[:, None]
+                grad_logits.scatter_add_(1, targets[rows, None], g[:, None])
+            if grad_entropy is not None:
+                grad_logits -= p * (log_p + entropy[rows, None]) * grad_entropy[rows].float()[:, None]
+            grad_logits /= ctx.temperature
+            grad_hidden[rows] = (grad_logits @ weight.float()).to(hidden.dtype)
+            if grad_weight is not None:
+                grad_weight += grad_logits.T @ hidden[rows].float()
+            if grad_bias is not None:
+                grad_bias += grad_logits.sum(0)
+        return (grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype),
+                None if grad_bias is None else grad_bias.to(bias.dtype), None, None, None)
+
+
+def chunked_token_logprobs(hidden: Tensor, head: nn.Module, targets: Tensor, chunk_rows: int = 1024,
+                           temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    """(log p(targets), entropy) of ``head(hidden) / temperature``, shaped like ``targets``; ``hidden``
+    is ``targets.shape + (hidden_size,)``. ``head`` is a linear layer (its ``weight`` and ``bias``)."""
+    if hidden.shape[:-1] != targets.shape:
+        raise ValueError(f"hidden of shape {tuple(hidden.shape)} does not match targets of shape "
+                         f"{tuple(targets.shape)} (hidden must be targets.shape + (hidden_size,))")
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows={chunk_rows!r} must be an integer >= 1")
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature!r} must be > 0")
+    flat = targets.reshape(-1).to(hidden.device)
+    logprobs, entropy = apply_as_autocast_matmul(ChunkedTokenLogprobsFunction,
+                                                 (hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias),
+                                                 flat, chunk_rows, temperature)
+    return logprobs.view(targets.shape), entropy.view(targets.shape)
+
+
+def token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None,
+                   chunk_rows: int = 1024, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Per-token (log p, entropy) of a HF causal LM whose logits are ``lm_head(hidden)``: position i
+    scores ``input_ids[:, i + 1]``, so both have shape (B, L − 1), as ``log_softmax(logits[:, :-1])``
+    gathered at ``input_ids[:, 1:]`` would give, without the B×L×V logits."""
+    from leantrain.lean.lm_loss import LeanLMHead, has_plain_lm_head
+
+    if not (has_plain_lm_head(model) or isinstance(model.get_output_embeddings(), LeanLMHead)):
+        raise ValueError(f"{type(model).__name__} has no plain linear LM head (logits = lm_head(hidden)); "
+                         "its token log-probs need its own logits")
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+    return chunked_token_logprobs(hidden[:, :-1], model.get_output_embeddings(), input_ids[:, 1:], chunk_rows,
+                                  temperature)
