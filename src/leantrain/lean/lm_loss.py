@@ -29,6 +29,30 @@ def _chunk_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor
     return nn.functional.linear(hidden, weight, bias).float()
 
 
+def head_gradients(weight: Tensor, bias: Tensor | None, needs: tuple[bool, ...]) -> tuple[Tensor | None, Tensor | None]:
+    """fp32 accumulators of the head's weight and bias gradients, or None where not needed
+    (``needs``: the Function's ``ctx.needs_input_grad`` for (hidden, weight, bias, …))."""
+    return (torch.zeros_like(weight, dtype=torch.float32) if needs[1] else None,
+            torch.zeros_like(bias, dtype=torch.float32) if needs[2] else None)
+
+
+def backward_through_head(grad_logits: Tensor, hidden: Tensor, weight: Tensor, grad_weight: Tensor | None,
+                          grad_bias: Tensor | None) -> Tensor:
+    """One chunk of a linear head's backward: adds the chunk's weight and bias gradients to the
+    accumulators and returns the gradient of its hidden rows."""
+    if grad_weight is not None:
+        grad_weight += grad_logits.T @ hidden.float()
+    if grad_bias is not None:
+        grad_bias += grad_logits.sum(0)
+    return (grad_logits @ weight.float()).to(hidden.dtype)
+
+
+def head_results(grad_weight: Tensor | None, grad_bias: Tensor | None, weight: Tensor,
+                 bias: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    return (None if grad_weight is None else grad_weight.to(weight.dtype),
+            None if grad_bias is None else grad_bias.to(bias.dtype))
+
+
 class ChunkedLinearCrossEntropyFunction(Function):
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, divisor: Tensor,
@@ -47,21 +71,15 @@ class ChunkedLinearCrossEntropyFunction(Function):
     def backward(ctx, grad: Tensor):
         hidden, weight, bias, targets, divisor = ctx.saved_tensors
         grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if ctx.needs_input_grad[2] else None
+        grad_weight, grad_bias = head_gradients(weight, bias, ctx.needs_input_grad)
         for start in range(0, hidden.shape[0], ctx.chunk_rows):
             rows = slice(start, start + ctx.chunk_rows)
             target = targets[rows]
             grad_logits = torch.softmax(_chunk_logits(hidden[rows], weight, bias), dim=-1)
             grad_logits.scatter_add_(1, target.clamp(min=0)[:, None], grad_logits.new_full((len(target), 1), -1.0))
             grad_logits *= ((target != IGNORE_INDEX) * (grad / divisor))[:, None]
-            grad_hidden[rows] = (grad_logits @ weight.float()).to(hidden.dtype)
-            if grad_weight is not None:
-                grad_weight += grad_logits.T @ hidden[rows].float()
-            if grad_bias is not None:
-                grad_bias += grad_logits.sum(0)
-        return (grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype),
-                None if grad_bias is None else grad_bias.to(bias.dtype), None, None, None)
+            grad_hidden[rows] = backward_through_head(grad_logits, hidden[rows], weight, grad_weight, grad_bias)
+        return (grad_hidden, *head_results(grad_weight, grad_bias, weight, bias), None, None, None)
 
 
 def chunked_causal_lm_loss(hidden: Tensor, head: nn.Module, labels: Tensor, chunk_rows: int,

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from leantrain.autocast import apply_as_autocast_matmul
+from leantrain.lean.lm_loss import LeanLMHead, backward_through_head, has_plain_lm_head, head_gradients, head_results
 
 
 def _scaled_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float) -> Tensor:
@@ -42,8 +43,7 @@ class ChunkedTokenLogprobsFunction(Function):
     def backward(ctx, grad_logprobs: Tensor | None, grad_entropy: Tensor | None):
         hidden, weight, bias, targets, entropy = ctx.saved_tensors
         grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if ctx.needs_input_grad[2] else None
+        grad_weight, grad_bias = head_gradients(weight, bias, ctx.needs_input_grad)
         for start in range(0, hidden.shape[0], ctx.chunk_rows):
             rows = slice(start, start + ctx.chunk_rows)
             log_p = torch.log_softmax(_scaled_logits(hidden[rows], weight, bias, ctx.temperature), dim=-1)
@@ -56,13 +56,8 @@ class ChunkedTokenLogprobsFunction(Function):
             if grad_entropy is not None:
                 grad_logits -= p * (log_p + entropy[rows, None]) * grad_entropy[rows].float()[:, None]
             grad_logits /= ctx.temperature
-            grad_hidden[rows] = (grad_logits @ weight.float()).to(hidden.dtype)
-            if grad_weight is not None:
-                grad_weight += grad_logits.T @ hidden[rows].float()
-            if grad_bias is not None:
-                grad_bias += grad_logits.sum(0)
-        return (grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype),
-                None if grad_bias is None else grad_bias.to(bias.dtype), None, None, None)
+            grad_hidden[rows] = backward_through_head(grad_logits, hidden[rows], weight, grad_weight, grad_bias)
+        return (grad_hidden, *head_results(grad_weight, grad_bias, weight, bias), None, None, None)
 
 
 def chunked_token_logprobs(hidden: Tensor, head: nn.Module, targets: Tensor, chunk_rows: int = 1024,
@@ -88,8 +83,6 @@ def token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor |
     """Per-token (log p, entropy) of a HF causal LM whose logits are ``lm_head(hidden)``: position i
     scores ``input_ids[:, i + 1]``, so both have shape (B, L − 1), as ``log_softmax(logits[:, :-1])``
     gathered at ``input_ids[:, 1:]`` would give, without the B×L×V logits."""
-    from leantrain.lean.lm_loss import LeanLMHead, has_plain_lm_head
-
     if not (has_plain_lm_head(model) or isinstance(model.get_output_embeddings(), LeanLMHead)):
         raise ValueError(f"{type(model).__name__} has no plain linear LM head (logits = lm_head(hidden)); "
                          "its token log-probs need its own logits")
