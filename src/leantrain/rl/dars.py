@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 
-RULES = ("et", "hw")
+from leantrain.names import DARS_RULES as RULES
+
 UNSOLVED = 1e-6  # an accuracy at or below this counts as unsolved (the released code's threshold)
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+from leantrain.names import POLICY_LOSS_TYPES as LOSS_TYPES
 
 
 @dataclass(frozen=True)
