@@ -8,6 +8,7 @@ parameters (docs/design.md, "How figures are measured"). Runs are appended to ``
 finish, so an interrupted benchmark keeps what it measured; ``--table`` prints the table again.
 
 Run:  .venv/bin/python benchmarks/hyperfit.py [--seeds 0 1] [--runs full lora-last5 wtacrs-lean kjv-full]
+      .venv/bin/python benchmarks/hyperfit.py --speed 5 --runs full lora-last5 wtacrs-lean   (step times)
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import argparse
 import json
 import statistics
 from pathlib import Path
+
+from timing import interleaved_medians, timed_training_step
 
 from leantrain.memory.peak import cpu_peak_in_subprocess
 from leantrain.recipes.hyperfit import HyperfitConfig, hyperfit, model_folder
@@ -38,12 +41,30 @@ METRICS = (("ttr_greedy", "TTR greedy"), ("ttr_top_p", "TTR top-p"), ("entropy",
 
 
 def peak_bytes(config: HyperfitConfig) -> int:
-    """One training step of this configuration (its conversions and optimizer) at its batch shape."""
-    spec = StepSpec(str(model_folder(config.model)), config.batch_size, config.seq_len, config.optimizer,
-                    config.conversions(SMOLLM2_LAYERS), config.seed, config.rank)
+    """CPU peak of one training step in a fresh process, plus the parameters."""
+    spec = step_spec(config)
     model, _, _ = spec()
     parameters = sum(p.numel() * p.element_size() for p in model.parameters())
     return cpu_peak_in_subprocess(spec).step_bytes + parameters
+
+
+def step_spec(config: HyperfitConfig) -> StepSpec:
+    """One training step of this configuration (its conversions and optimizer) at its batch shape."""
+    return StepSpec(str(model_folder(config.model)), config.batch_size, config.seq_len, config.optimizer,
+                    config.conversions(SMOLLM2_LAYERS), config.seed, config.rank)
+
+
+def speed_table(names: list[str], repeats: int) -> str:
+    """Seconds of one training step of each run, interleaved (benchmarks/timing.py), side by side."""
+    steps = {}
+    for name in names:
+        model, batch, optimizer = step_spec(HyperfitConfig.preset("cpu", **RUNS[name]))()
+        steps[name] = (model, batch, optimizer)
+    medians = interleaved_medians(lambda name: timed_training_step(*steps[name]), names, repeats)
+    base = medians[names[0]]
+    lines = ["| run | step time (median of interleaved repeats) | vs first |", "|---|---|---|"]
+    lines += [f"| {name} | {medians[name]:.2f} s | {medians[name] / base:.2f}x |" for name in names]
+    return "\n".join(lines)
 
 
 def run_one(name: str, seed: int, output: Path) -> dict:
@@ -100,7 +121,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/bench-hyperfit"))
     parser.add_argument("--results", type=Path, default=Path("runs/bench-hyperfit/results.jsonl"))
     parser.add_argument("--table", action="store_true", help="only print the table of --results")
+    parser.add_argument("--speed", type=int, default=0, metavar="REPEATS",
+                        help="only time one training step of each of --runs, interleaved REPEATS times")
     args = parser.parse_args()
+    if args.speed:
+        print(speed_table(args.runs, args.speed))
+        return
     if not args.table:
         args.results.parent.mkdir(parents=True, exist_ok=True)
         for seed in args.seeds:
