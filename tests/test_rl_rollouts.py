@@ -148,7 +148,7 @@ def test_the_models_generation_config_does_not_reshape_rollouts():
     torch.manual_seed(5)
     plain = generate_rollouts(model, PROMPTS, [2, 2, 2, 2], max_new_tokens=10)
     greedy = generate_rollouts(model, PROMPTS, [1, 1, 1, 1], max_new_tokens=10, temperature=0.0)
-    for name, value in {"repetition_penalty": 3.0, "no_repeat_ngram_size": 2, "min_new_tokens": 10,
+    for name, value in {"repetition_penalty": 3.0, "no_repeat_ngram_size": 2, "min_new_tokens": 10, "min_length": 30,
                         "temperature": 0.3, "top_k": 3, "typical_p": 0.5, "do_sample": True}.items():
         setattr(model.generation_config, name, value)
     torch.manual_seed(5)

@@ -26,8 +26,9 @@ from leantrain.validation import is_positive_int
 # Generation settings that reshape the sampled distribution, at their neutral values. ``generate`` fills
 # every setting not passed from the model's own ``generation_config`` (an instruct model may ship a
 # repetition penalty), and the policy's log-probs score plain softmax(logits / temperature) samples.
+# (``min_new_tokens=0`` also overrides a ``min_length``.)
 _NEUTRAL = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
-            "encoder_no_repeat_ngram_size": 0, "min_length": 0, "min_new_tokens": 0, "typical_p": 1.0,
+            "encoder_no_repeat_ngram_size": 0, "min_new_tokens": 0, "typical_p": 1.0,
             "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "guidance_scale": 1.0, "num_beams": 1,
             "num_return_sequences": 1, "renormalize_logits": False, "remove_invalid_values": False}
 # Settings with no neutral value to pass: refused when the model's generation_config sets them.
