@@ -27,11 +27,13 @@ from leantrain.sampling import SamplingConfig
 
 MIB = 2**20
 SMOLLM2_LAYERS = 30
-# Run name -> settings on top of the CPU preset. LoRA trains ~1% of the weights: 10x the learning rate.
+# Run name -> settings on top of the CPU preset. LoRA trains ~1% of the weights: 10x the learning rate
+# ("lora-last5"), or 50x and twice the epochs ("lora-last5-long": the follow-up trained far longer).
 # "kjv-full" checks the preset's defaults (chosen on BBC News) on a corpus nobody tuned them on.
 RUNS = {
     "full": {},
     "lora-last5": {"lora": 16, "lora_layers": 5, "lr": 1e-3},
+    "lora-last5-long": {"lora": 16, "lora_layers": 5, "lr": 5e-3, "epochs": 24, "eval_every": 12},
     "wtacrs-lean": {"sampling": SamplingConfig.from_spec("wtacrs@0.3"), "lean": True},
     "kjv-full": {"corpus": "kjv", "other_corpus": "bbc"},
 }
