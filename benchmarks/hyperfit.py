@@ -89,19 +89,17 @@ def table(rows: list[dict]) -> str:
     lines = [f"Trained on {TITLES[corpus]}:"]
     for domain, title in (("heldout", f"held-out {TITLES[corpus]} (training domain)"),
                           ("other", f"{TITLES[other]} (a domain it did not train on)")):
-        lines += ["", f"**{title}**, start -> end, mean over seeds {sorted({r['seed'] for r in rows})}", "",
-                  "| run | " + " | ".join(t for _, t in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
-        start = [r for r in rows if r["run"] == names[0]]
-        cells = [f"{statistics.mean(r['start'][f'{domain}_{key}'] for r in start):.3f}" for key, _ in METRICS]
-        lines.append("| starting model | " + " | ".join(cells) + " |")
+        lines += ["", f"**{title}**: each run's starting model -> the run's end, mean (± std) over its seeds", "",
+                  "| run (seeds) | " + " | ".join(t for _, t in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
         for name in names:
             mine = [r for r in rows if r["run"] == name]
             cells = []
             for key, _ in METRICS:
+                before = statistics.mean(r["start"][f"{domain}_{key}"] for r in mine)
                 values = [r["end"][f"{domain}_{key}"] for r in mine]
                 spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-                cells.append(f"{statistics.mean(values):.3f}{spread}")
-            lines.append(f"| {name} ({len(mine)} seeds) | " + " | ".join(cells) + " |")
+                cells.append(f"{before:.3f} -> {statistics.mean(values):.3f}{spread}")
+            lines.append(f"| {name} ({', '.join(str(r['seed']) for r in mine)}) | " + " | ".join(cells) + " |")
     lines += ["", "| run | final train loss | trainable params | train time | vs full | step peak (MiB) | vs full |"
               " entropy-matched control TTR |", "|---|---|---|---|---|---|---|---|"]
     for name in names:
