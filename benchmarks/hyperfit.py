@@ -61,7 +61,7 @@ def speed_table(names: list[str], repeats: int) -> str:
     steps = {}
     for name in names:
         model, batch, optimizer = step_spec(HyperfitConfig.preset("cpu", **RUNS[name]))()
-        steps[name] = (model, batch, optimizer)
+        steps[name] = (model, optimizer, batch)
     medians = interleaved_medians(lambda name: timed_training_step(*steps[name]), names, repeats)
     base = medians[names[0]]
     lines = ["| run | step time (median of interleaved repeats) | vs first |", "|---|---|---|"]
