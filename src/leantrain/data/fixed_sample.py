@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from leantrain.validation import is_positive_int
+
 Encode = Callable[[list[str]], list[list[int]]]
 
 
@@ -37,7 +39,7 @@ def fixed_sample(documents: Sequence[str], encode: Encode, seq_len: int, sequenc
     """``sequences`` training windows and ``held_out`` held-out windows (see the module docstring);
     ValueError when the corpus has too few."""
     for name, value in (("seq_len", seq_len), ("sequences", sequences), ("held_out", held_out)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_positive_int(value):
             raise ValueError(f"{name}={value!r} must be an integer >= 1")
     texts = [text for text in documents if text.strip()]
     if not texts:

@@ -9,12 +9,14 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from leantrain.validation import is_positive_int
+
 
 class CitationBlocker:
     """A ``transformers`` logits processor: ``generate(..., logits_processor=[CitationBlocker(train, m)])``."""
 
     def __init__(self, training_sequences: Iterable[Sequence[int]], m: int) -> None:
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        if not is_positive_int(m):
             raise ValueError(f"citation blocker span m={m!r} must be an integer >= 1")
         self.m = m
         self.next_tokens: dict[tuple[int, ...], set[int]] = {}

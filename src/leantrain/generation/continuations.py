@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from leantrain.validation import is_positive_int
+
 
 @dataclass(frozen=True)
 class Decoding:
@@ -44,7 +46,7 @@ def continue_contexts(model: nn.Module, contexts: Tensor, new_tokens: int, decod
     """(N, C) context ids -> (N, ``new_tokens``) continuation ids, ``batch_size`` contexts at a time."""
     from transformers import LogitsProcessorList
 
-    if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 1:
+    if not is_positive_int(new_tokens):
         raise ValueError(f"new_tokens={new_tokens!r} must be an integer >= 1")
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions is not None and contexts.shape[1] + new_tokens > positions:

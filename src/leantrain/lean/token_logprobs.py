@@ -17,6 +17,7 @@ from torch.autograd import Function
 
 from leantrain.autocast import apply_as_autocast_matmul
 from leantrain.lean.lm_loss import LeanLMHead, backward_through_head, has_plain_lm_head, head_gradients, head_results
+from leantrain.validation import is_positive_int
 
 
 def _scaled_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float) -> Tensor:
@@ -67,7 +68,7 @@ def chunked_token_logprobs(hidden: Tensor, head: nn.Module, targets: Tensor, chu
     if hidden.shape[:-1] != targets.shape:
         raise ValueError(f"hidden of shape {tuple(hidden.shape)} does not match targets of shape "
                          f"{tuple(targets.shape)} (hidden must be targets.shape + (hidden_size,))")
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+    if not is_positive_int(chunk_rows):
         raise ValueError(f"chunk_rows={chunk_rows!r} must be an integer >= 1")
     if not temperature > 0:
         raise ValueError(f"temperature={temperature!r} must be > 0")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from leantrain.validation import is_positive_int
+
 Tokens = Sequence[int]
 
 
@@ -21,7 +23,7 @@ def type_token_ratio(tokens: Tokens, window: int | None = None) -> float:
     """Distinct ids / ids over the last ``window`` tokens (all of them when None)."""
     ids = _ids(tokens)
     if window is not None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        if not is_positive_int(window):
             raise ValueError(f"window={window!r} must be None or an integer >= 1")
         ids = ids[-window:]
     if not ids:
@@ -30,7 +32,7 @@ def type_token_ratio(tokens: Tokens, window: int | None = None) -> float:
 
 
 def _ngrams(ids: list[int], n: int) -> list[tuple[int, ...]]:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not is_positive_int(n):
         raise ValueError(f"n={n!r} must be an integer >= 1")
     if len(ids) < n:
         raise ValueError(f"{len(ids)} tokens hold no {n}-gram")
@@ -53,7 +55,7 @@ class NgramIndex:
     so that ``longest_copied_span`` extends only from places that already match ``key`` tokens."""
 
     def __init__(self, sequences: Iterable[Tokens], key: int = 4) -> None:
-        if isinstance(key, bool) or not isinstance(key, int) or key < 1:
+        if not is_positive_int(key):
             raise ValueError(f"key={key!r} must be an integer >= 1")
         self.sequences = [_ids(s) for s in sequences]
         if not any(self.sequences):

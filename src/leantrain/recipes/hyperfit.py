@@ -53,7 +53,6 @@ PRESETS: dict[str, dict[str, object]] = {
             "eval_every": 6, "eval_batch_size": 16},
 }
 DOMAINS = ("heldout", "other")  # held-out text of the training corpus; text of ``other_corpus``
-DECODINGS = ("greedy", "top_p")
 
 
 @dataclass(frozen=True)
@@ -222,10 +221,8 @@ def prepare_data(config: HyperfitConfig, tokenizer) -> HyperfitData:
 
 
 def domains(data: HyperfitData) -> dict[str, Tensor]:
-    found = {"heldout": data.sample.held_out}
-    if data.other is not None:
-        found["other"] = data.other
-    return found
+    texts = dict(zip(DOMAINS, (data.sample.held_out, data.other), strict=True))
+    return {domain: sequences for domain, sequences in texts.items() if sequences is not None}
 
 
 def predictive_sums(model: nn.Module, sequences: Tensor, counted: Tensor, batch_size: int) -> Tensor:

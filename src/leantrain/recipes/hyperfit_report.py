@@ -138,7 +138,9 @@ def samples_markdown(path: Path, tokenizer) -> str:
 
 def write_report(result, tokenizer) -> None:
     run_dir = result.output_dir
-    domains = [d for d in ("heldout", "other") if f"{d}_ppl" in result.records[0]]
+    from leantrain.recipes.hyperfit import DOMAINS
+
+    domains = [d for d in DOMAINS if f"{d}_ppl" in result.records[0]]
     summary = {"config": json.loads(json.dumps(asdict(result.config), default=str)),
                "steps": result.config.total_steps, "train_seconds": result.train_seconds,
                "eval_seconds": result.eval_seconds, "trainable_parameters": result.trainable_parameters,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 from leantrain.names import DARS_RULES as RULES
+from leantrain.validation import is_positive_int
 
 UNSOLVED = 1e-6  # an accuracy at or below this counts as unsolved (the released code's threshold)
 
@@ -37,7 +38,7 @@ def dars_budget(accuracy: float, n: int, rule: str = "et", n_max: int | None = N
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not is_positive_int(n):
         raise ValueError(f"n (first-round rollouts) must be an int >= 1, got {n!r}")
     if n_max is not None and (isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < n):
         raise ValueError(f"n_max must be None (uncapped) or an int >= n={n}, got {n_max!r}")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from leantrain.names import POLICY_LOSS_TYPES as LOSS_TYPES
+from leantrain.validation import is_positive_int
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def _check_settings(loss_type: str, epsilon_low: float, epsilon_high: float, bet
         raise ValueError(f"kl_bias_correction must be None, True or False and is only used with beta > 0; "
                          f"got {kl_bias_correction!r} with beta={beta}")
     for name, value in (("num_processes", num_processes), ("gradient_accumulation_steps", gradient_accumulation_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_positive_int(value):
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if loss_type == "dr_grpo":
         if max_completion_length is None:
