@@ -2,6 +2,7 @@
 resume, LoRA on the last layers, bad input, the command line, and two processes."""
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -13,6 +14,7 @@ from leantrain.data.corpus import bbc_text
 from leantrain.data.tokenizer import END_OF_TEXT, train_tokenizer
 from leantrain.io import read_metrics
 from leantrain.recipes.hyperfit import HyperfitConfig, hyperfit, load_causal_lm, model_folder
+from leantrain.sampling import SamplingConfig
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +133,21 @@ def test_two_processes_give_the_one_process_evaluations(tmp_path, tiny_model, la
         assert a.keys() == b.keys()
         for key in a:
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+
+
+COMPOSED = {
+    "lora-last-sampled-lean": {"lora": 2, "lora_layers": 1, "sampling": SamplingConfig("wtacrs", 0.3, seed=0),
+                               "lean": True, "lr": 1e-2},
+    "galore": {"optimizer": "galore", "rank": 4},
+    "dct-bf16": {"optimizer": "dct", "rank": 4, "precision": "bf16"},
+}
+
+
+@pytest.mark.parametrize("name", list(COMPOSED))
+def test_the_recipe_composes_with_the_parts(tmp_path, tiny_model, name):
+    result = hyperfit(tiny(tmp_path / name, tiny_model, epochs=2, entropy_control=False, **COMPOSED[name]),
+                      show_bar=False)
+    updates = [r for r in read_metrics(tmp_path / name / "metrics.jsonl") if "loss" in r]
+    assert len(updates) == 6 and all(math.isfinite(r["loss"]) for r in updates)
+    assert updates[-1]["loss"] < updates[0]["loss"]
+    assert [r["step"] for r in result.records] == [0, 6] and math.isfinite(result.records[-1]["heldout_ppl"])
