@@ -22,6 +22,8 @@ LAYOUTS = ("ddp", "fsdp2")
 ADVANTAGE_SCALES = ("group", "batch", "none")
 DARS_RULES = ("et", "hw")
 POLICY_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+# RL algorithms of `leantrain rl` (recipes/rl.py): GRPO, DARS's two rules and Breadth, SELF.
+RL_ALGORITHMS = ("grpo", "dars-et", "dars-hw", "dars-b", "self")
 # Learning-rate schedules (schedules/__init__.py).
 SCHEDULES = ("constant", "cosine", "linear", "wsd", "power", "rex", "refined")
 # The schedules a training run can follow from its first step ("refined" needs an earlier run's gradient norms).

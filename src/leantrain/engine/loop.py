@@ -48,7 +48,11 @@ class TrainTask:
     entry goes to ``lt.sample_ids`` instead of the model. ``evaluate(engine)`` returns metrics,
     runs on every process in eval mode under ``no_grad`` (use ``engine.sum_over_processes`` to
     split the work). ``run_config`` (JSON values) must match on resume. ``record_extras(update)``
-    adds fields to each update's metrics record.
+    adds fields to each update's metrics record. ``state()`` / ``load_state(state)``: the recipe's own
+    state (tensors, dicts, lists, JSON scalars) that is not a function of the update index, e.g. an RL
+    run's rollout buffer and prompt cursor; saved in every checkpoint, given back on resume.
+    ``finished(update)``: True ends the run after that update (evaluated and saved as the last one),
+    e.g. when a budget of generated tokens is spent; ``max_steps`` stays the upper bound.
     """
 
     model: nn.Module
@@ -59,6 +63,13 @@ class TrainTask:
     loss: Callable[[nn.Module, Mapping[str, Tensor]], Tensor] = causal_or_task_loss
     run_config: Mapping[str, Any] = field(default_factory=dict)
     record_extras: Callable[[int], dict[str, Any]] | None = None
+    state: Callable[[], dict[str, Any]] | None = None
+    load_state: Callable[[dict[str, Any]], None] | None = None
+    finished: Callable[[int], bool] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.state is None) != (self.load_state is None):
+            raise ValueError("TrainTask.state and TrainTask.load_state go together: give both or neither")
 
 
 @dataclass
@@ -148,6 +159,7 @@ class Engine:
             "optimizer": None if self.sharded else optimizer.state_dict(),
             "schedule": None if schedule is None else schedule.state_dict(),
             "records": records, "loss_window": list(loss_window),
+            "task": None if task.state is None else task.state(),
             "ranks": engine_state.gather_rank_states(model, optimizer if self.sharded else None),
         }
         if self.is_main:
@@ -182,6 +194,8 @@ class Engine:
             optimizer.load_state_dict(state["optimizer"])
         if schedule is not None:
             schedule.load_state_dict(state["schedule"])
+        if task.load_state is not None:
+            task.load_state(state.get("task"))
         if not engine_state.load_rank_state(model, state["ranks"], self.rank):
             torch.manual_seed(self._rank_seed() + state["step"])
         if state["world_size"] != self.world_size and self.is_main:
@@ -260,9 +274,10 @@ class Engine:
         if config.eval_at_start and start == 0:
             records.append(self._evaluate(task, 0, loss_window))
             self._record(metrics, records[-1])
+        end = start if resume and task.finished is not None and task.finished(start) else config.max_steps
         try:
             with StopRequest() as stop:
-                for step in range(start + 1, config.max_steps + 1):
+                for step in range(start + 1, end + 1):
                     lr = optimizer.param_groups[0]["lr"]
                     loss, norm = self._update(task, task.batch(step - 1), optimizer)
                     self.step = step
@@ -274,15 +289,18 @@ class Engine:
                     self._record(metrics, {"step": step, "loss": loss, "lr": lr, "grad_norm": norm, **extras})
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}")
-                    if (config.eval_every and step % config.eval_every == 0) or step == config.max_steps:
+                    last = step == config.max_steps or (task.finished is not None and task.finished(step))
+                    if (config.eval_every and step % config.eval_every == 0) or last:
                         records.append(self._evaluate(task, step, loss_window))
                         loss_window = [0.0, 0]
                         self._record(metrics, records[-1])
                     stopping = self._stop_requested(stop)
-                    if stopping or (config.save_every and step % config.save_every == 0) or step == config.max_steps:
+                    if stopping or (config.save_every and step % config.save_every == 0) or last:
                         self._save(step, task, optimizer, schedule, records, loss_window)
                     if stopping:
                         raise KeyboardInterrupt
+                    if last:
+                        break
         finally:
             bar.close()
             if metrics is not None:

@@ -83,10 +83,24 @@ def token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor |
                    chunk_rows: int = 1024, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
     """Per-token (log p, entropy) of a HF causal LM whose logits are ``lm_head(hidden)``: position i
     scores ``input_ids[:, i + 1]``, so both have shape (B, L − 1), as ``log_softmax(logits[:, :-1])``
-    gathered at ``input_ids[:, 1:]`` would give, without the B×L×V logits."""
-    if not (has_plain_lm_head(model) or isinstance(model.get_output_embeddings(), LeanLMHead)):
-        raise ValueError(f"{type(model).__name__} has no plain linear LM head (logits = lm_head(hidden)); "
+    gathered at ``input_ids[:, 1:]`` would give, without the B×L×V logits.
+
+    ``model`` may be wrapped (DDP, FSDP2): the call goes through its own forward, with the head's
+    forward swapped for the chunked log-probs for its duration, so that DDP's gradient hooks and
+    FSDP2's parameter gathering see an ordinary forward."""
+    inner = getattr(model, "module", model)  # DDP keeps the model as .module; FSDP2 works in place
+    if not (has_plain_lm_head(inner) or isinstance(inner.get_output_embeddings(), LeanLMHead)):
+        raise ValueError(f"{type(inner).__name__} has no plain linear LM head (logits = lm_head(hidden)); "
                          "its token log-probs need its own logits")
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
-    return chunked_token_logprobs(hidden[:, :-1], model.get_output_embeddings(), input_ids[:, 1:], chunk_rows,
-                                  temperature)
+    head = inner.get_output_embeddings()
+
+    def scores(hidden: Tensor, *args, **kwargs) -> Tensor:
+        logprobs, entropy = chunked_token_logprobs(hidden[:, :-1], head, input_ids[:, 1:], chunk_rows, temperature)
+        return torch.stack([logprobs, entropy], dim=-1)
+
+    head.forward = scores  # an instance attribute shadows the class's forward
+    try:
+        both = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    finally:
+        del head.forward
+    return both[..., 0], both[..., 1]

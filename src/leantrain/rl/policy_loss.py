@@ -62,7 +62,7 @@ def _check_settings(loss_type: str, epsilon_low: float, epsilon_high: float, bet
                     ref_logprobs: torch.Tensor | None, kl_bias_correction: bool | None,
                     max_completion_length: int | None,
                     num_items_in_batch: int | float | torch.Tensor | None, num_processes: int,
-                    gradient_accumulation_steps: int, length: int) -> None:
+                    gradient_accumulation_steps: int, longest: int) -> None:
     """Every setting in range, and none given that ``loss_type`` does not take."""
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
@@ -87,9 +87,9 @@ def _check_settings(loss_type: str, epsilon_low: float, epsilon_high: float, bet
         if max_completion_length is None:
             raise ValueError("loss_type='dr_grpo' needs max_completion_length (its constant normaliser)")
         if isinstance(max_completion_length, bool) or not isinstance(max_completion_length, int) \
-                or max_completion_length < length:
-            raise ValueError(f"max_completion_length must be an int >= the completion length {length} of logprobs, "
-                             f"got {max_completion_length!r}")
+                or max_completion_length < longest:
+            raise ValueError(f"max_completion_length must be an int >= the longest completion ({longest} active "
+                             f"tokens in a row of mask), got {max_completion_length!r}")
     elif max_completion_length is not None:
         raise ValueError(f"max_completion_length is only used by loss_type='dr_grpo', got it with {loss_type!r}")
     if loss_type == "dapo":
@@ -121,6 +121,8 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor | None, advan
     (``ρ = exp(ℓ − ℓ.detach()) = 1`` but with the policy gradient), as TRL when ``num_iterations = 1``.
     ``advantages``: (B,) one per completion, or (B, T). ``mask``: (B, T), 1 for the completion's
     tokens, 0 for padding (log-probs there must still be finite: they are multiplied by 0, as in TRL).
+    ``max_completion_length`` ("dr_grpo"): the constant normaliser, at least every row's active tokens
+    (rows may be packed prompt + completion, the mask selecting the completion).
     ``epsilon_high``: ``None`` means ``epsilon_low``. ``beta > 0`` adds the k3 KL to ``ref_logprobs``,
     times ``ρ`` unless ``kl_bias_correction=False`` (``None``: True, TRL's default).
     ``num_items_in_batch`` ("dapo"): active tokens of every micro-batch of the optimizer step summed
@@ -133,7 +135,8 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor | None, advan
                          f"{tuple(logprobs.shape) if isinstance(logprobs, torch.Tensor) else type(logprobs).__name__}")
     shape = logprobs.shape
     _check_settings(loss_type, epsilon_low, epsilon_high, beta, ref_logprobs, kl_bias_correction, max_completion_length,
-                    num_items_in_batch, num_processes, gradient_accumulation_steps, shape[1])
+                    num_items_in_batch, num_processes, gradient_accumulation_steps,
+                    int(mask.sum(-1).max()) if isinstance(mask, torch.Tensor) and mask.numel() else 0)
     _check_shape("mask", mask, shape)
     if old_logprobs is not None:
         _check_shape("old_logprobs", old_logprobs, shape)

@@ -1,0 +1,102 @@
+"""The RL training loss of one micro-batch, as the engine calls it: ``loss(model, micro)``.
+
+A rollout batch (``rollout_batch``) holds, per row, the packed prompt + completion
+(``TrainingInputs``), the row's advantage and ``step_tokens``: the completion tokens of the whole
+optimizer step divided by its rows. The engine weights each micro-batch's loss by its share of the
+rows (engine/processes.py), so the loss below is written as a mean over rows: with ``"dapo"`` each
+micro-batch divides its token sum by ``Σ step_tokens`` over its rows, which makes the weighted sum
+over micro-batches and processes Σ tokens / (tokens of the step), DAPO's token mean over the whole
+step (TRL's ``num_items_in_batch``). ``"grpo"`` and ``"dr_grpo"`` are row means already; ``"bnpo"``
+is TRL's per-micro-batch token mean. Log-probs come from the chunked head (lean/token_logprobs.py),
+which never holds the B×L×V logits; an entropy bonus (verl's ``entropy_coeff``, 0.001 in the DARS
+runs) subtracts ``entropy_bonus`` × the token-mean entropy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from leantrain.lean.token_logprobs import token_logprobs
+from leantrain.names import POLICY_LOSS_TYPES
+from leantrain.rl.policy_loss import PolicyLoss, policy_loss
+from leantrain.rl.rollouts import TrainingInputs
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """GRPO loss settings (TRL's names): ``loss_type`` aggregation, PPO clip ``epsilon_low`` /
+    ``epsilon_high``, KL coefficient ``beta`` (0: no reference model), ``entropy_bonus``, the sampling
+    ``temperature`` (log-probs are of logits / T, as TRL), ``max_completion_length`` for "dr_grpo"."""
+
+    loss_type: str = "dapo"
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2
+    beta: float = 0.0
+    entropy_bonus: float = 0.0
+    temperature: float = 1.0
+    max_completion_length: int | None = None
+    chunk_rows: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.loss_type not in POLICY_LOSS_TYPES:
+            raise ValueError(f"loss_type={self.loss_type!r} is not one of {', '.join(POLICY_LOSS_TYPES)}")
+        if not self.entropy_bonus >= 0:
+            raise ValueError(f"entropy_bonus={self.entropy_bonus!r} must be >= 0")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature!r} must be > 0 (the log-probs of greedy "
+                             "rollouts are not a sampling distribution)")
+
+
+def rollout_batch(inputs: TrainingInputs, advantages: Tensor, old_logprobs: Tensor | None = None,
+                  ref_logprobs: Tensor | None = None) -> dict[str, Tensor]:
+    """The engine's global batch for one update from a rollout batch (see the module docstring)."""
+    rows = len(inputs.input_ids)
+    tokens = inputs.logprob_mask.sum().double()
+    batch = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
+             "logprob_mask": inputs.logprob_mask, "advantages": advantages.float(),
+             "step_tokens": torch.full((rows,), float(tokens) / rows, dtype=torch.float64)}
+    if old_logprobs is not None:
+        batch["old_logprobs"] = old_logprobs
+    if ref_logprobs is not None:
+        batch["ref_logprobs"] = ref_logprobs
+    return batch
+
+
+def _trimmed(micro: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The micro-batch without the padding columns that none of its rows uses."""
+    width = int(micro["attention_mask"].sum(1).max())
+    return {key: (value[:, :width] if key in ("input_ids", "attention_mask") else
+                  value[:, :width - 1] if value.dim() == 2 else value) for key, value in micro.items()}
+
+
+class RLLoss:
+    """``loss(model, micro)`` for ``TrainTask.loss``; keeps the last micro-batch's ``PolicyLoss`` and mean
+    entropy (detached) in ``last`` / ``last_entropy`` for logging."""
+
+    def __init__(self, settings: LossSettings) -> None:
+        self.settings = settings
+        self.last: PolicyLoss | None = None
+        self.last_entropy = float("nan")
+
+    def __call__(self, model: nn.Module, micro: Mapping[str, Tensor]) -> Tensor:
+        s = self.settings
+        micro = _trimmed(micro)
+        mask = micro["logprob_mask"]
+        logprobs, entropy = token_logprobs(model, micro["input_ids"], micro["attention_mask"], s.chunk_rows,
+                                           s.temperature)
+        dapo = s.loss_type == "dapo"
+        out = policy_loss(logprobs, micro.get("old_logprobs"), micro["advantages"], mask,
+                          epsilon_low=s.epsilon_low, epsilon_high=s.epsilon_high, beta=s.beta,
+                          ref_logprobs=micro.get("ref_logprobs"), loss_type=s.loss_type,
+                          max_completion_length=s.max_completion_length if s.loss_type == "dr_grpo" else None,
+                          num_items_in_batch=micro["step_tokens"].sum() if dapo else None)
+        self.last = out
+        mean_entropy = (entropy * mask).sum() / mask.sum().clamp(min=1)
+        self.last_entropy = float(mean_entropy.detach())
+        if s.entropy_bonus:
+            return out.loss - s.entropy_bonus * mean_entropy
+        return out.loss
