@@ -401,7 +401,7 @@ def test_policy_loss_token_advantages_and_float32() -> None:
     ({"ref_logprobs": torch.zeros(2, 3)}, "ref_logprobs is only used with beta > 0"),
     ({"kl_bias_correction": False}, "kl_bias_correction .* only used with beta > 0"),
     ({"loss_type": "dr_grpo"}, "needs max_completion_length"),
-    ({"loss_type": "dr_grpo", "max_completion_length": 1}, "max_completion_length must be an int >= the longest completion"),
+    ({"loss_type": "dr_grpo", "max_completion_length": 1}, "max_completion_length must be an int >= the longest"),
     ({"loss_type": "bnpo", "max_completion_length": 8}, "max_completion_length is only used by loss_type='dr_grpo'"),
     ({"loss_type": "grpo", "num_items_in_batch": 3}, "num_items_in_batch is only used by loss_type='dapo'"),
     ({"loss_type": "grpo", "num_processes": 2}, "num_processes is only used by loss_type='dapo'"),

@@ -130,11 +130,18 @@ def lean_causal_lm_forward(model: nn.Module, *args, labels: Tensor | None = None
                                   attentions=getattr(outputs, "attentions", None))
 
 
+def _class(module: nn.Module) -> type:
+    """The module's own class: under FSDP2, ``fully_shard`` swaps in a subclass named ``FSDP<class>``."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return type(module).__mro__[2] if isinstance(module, FSDPModule) else type(module)
+
+
 def has_plain_lm_head(model: nn.Module) -> bool:
     """A HF causal LM whose logits are just ``lm_head(hidden)`` (no soft-capping or scaling)."""
-    if not type(model).__name__.endswith(("ForCausalLM", "LMHeadModel")) or model.base_model is model:
+    if not _class(model).__name__.endswith(("ForCausalLM", "LMHeadModel")) or model.base_model is model:
         return False
     config = model.config
-    return (type(model.get_output_embeddings()) is nn.Linear
+    return (_class(model.get_output_embeddings()) is nn.Linear
             and getattr(config, "final_logit_softcapping", None) is None
             and getattr(config, "logit_scale", None) is None)
