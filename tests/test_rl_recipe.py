@@ -132,12 +132,14 @@ def test_resume_after_ctrl_c_continues_the_same_run(tmp_path, tiny_model, proble
 
 
 def test_a_token_budget_ends_the_run(tmp_path, tiny_model, problems_file):
-    result = rl(tiny(tmp_path, tiny_model, problems_file, steps=50, token_budget=150), show_bar=False,
-                reward_functions={"has_e": has_e})
+    result = rl(tiny(tmp_path, tiny_model, problems_file, steps=50, token_budget=150, eval_problems=0,
+                     eval_every=None),
+                show_bar=False, reward_functions={"has_e": has_e})
     records = updates(tmp_path)
     assert result.steps == len(records) < 50 and result.generated_tokens >= 150
     assert records[-2]["tokens_total"] < 150 <= records[-1]["tokens_total"]
-    assert result.records[-1]["step"] == len(records)  # the last update is evaluated
+    assert [r["step"] for r in result.records] == [0, len(records)]  # eval_problems=0: records, no evaluation
+    assert not any(key.startswith("heldout_") for r in result.records for key in r)
 
 
 def test_a_run_folder_loads_as_its_trained_policy(tmp_path, tiny_model, problems_file):

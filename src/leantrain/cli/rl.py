@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--held-out", type=int, default=200, help="held-out problems, kept out of training (200)")
     parser.add_argument("--no-chat", dest="chat", action="store_false",
                         help="plain-text prompts instead of the tokenizer's chat template")
+    parser.add_argument("--data-seed", type=int, default=0,
+                        help="draws the problems and the held-out split (0); --seed draws everything else")
     group = parser.add_argument_group("rollouts")
     group.add_argument("--steps", type=int, default=20, help="RL steps (rollout batches) (20)")
     group.add_argument("--token-budget", type=int, default=None,
@@ -69,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lean", action="store_true", help="swap in the memory-lean companions")
     group = parser.add_argument_group("evaluation")
     group.add_argument("--eval-every", type=int, default=10, help="RL steps between held-out evaluations (10)")
-    group.add_argument("--eval-problems", type=int, default=64, help="held-out problems evaluated in the run (64)")
+    group.add_argument("--eval-problems", type=int, default=64,
+                       help="held-out problems evaluated in the run (64; 0: none)")
     add_optimizer_arguments(parser, lr=1e-5, weight_decay=0.0)
     add_engine_arguments(parser, output_dir="runs/rl")
     sub = parser.add_subparsers(dest="rl_command", metavar="eval")
@@ -89,7 +92,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=128, help="rows generated at once (128)")
     parser.add_argument("--no-chat", dest="chat", action="store_false")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the samples (0)")
+    parser.add_argument("--data-seed", type=int, default=0, help="draws the problems and split without a run (0)")
     parser.add_argument("--output-dir", "--out", dest="output_dir", default="runs/rl-eval",
                         help="where pass_at_k.md, .json and .png go (runs/rl-eval)")
 
@@ -99,7 +103,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     curves = evaluate_sources(args.sources, args.output_dir, data=args.data, held_out=args.held_out, n=args.n,
                               temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                              batch_size=args.batch_size, seed=args.seed, chat=args.chat)
+                              batch_size=args.batch_size, seed=args.seed, data_seed=args.data_seed, chat=args.chat)
     print((Path(args.output_dir) / "pass_at_k.md").read_text() if curves else "", end="")
     print(f"written to {args.output_dir}: pass_at_k.md, pass_at_k.json, pass_at_k.png")
     return 0
@@ -122,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         update_proj_gap=args.update_proj_gap, lora=args.lora, lora_layers=args.lora_layers, sampling=args.sampling,
         importance=args.importance, lean=args.lean, precision=args.precision, layout=args.layout,
         grad_accum=args.grad_accum, generation_batch=args.generation_batch, eval_every=args.eval_every,
-        eval_problems=args.eval_problems, seed=args.seed)
+        eval_problems=args.eval_problems, seed=args.seed, data_seed=args.data_seed)
     main = is_main_process()
     if main:
         print(f"leantrain rl: {config.algo} on {config.data} ({config.model}), {config.steps} steps of "

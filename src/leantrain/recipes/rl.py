@@ -73,7 +73,8 @@ class RLConfig:
     updates (None: 1, 2 for dars-b); ``token_budget`` ends the run once that many tokens were generated.
     ``scale`` (advantage scaling) and ``max_rollouts`` (DARS's N_max; None: 4N for ET, 8N for HW, the
     released 32 / 64 at N = 8) default per algorithm. ``eval_every``: RL steps between greedy evaluations
-    on ``eval_problems`` held-out problems (and at the start and the end)."""
+    on ``eval_problems`` held-out problems (and at the start and the end; 0 problems: none). ``data_seed``
+    draws the problems and their split, ``seed`` everything else (prompt order, sampling, training)."""
 
     output_dir: str = "runs/rl"
     model: str = "smollm2"
@@ -116,12 +117,12 @@ class RLConfig:
     eval_every: int | None = 10
     eval_problems: int = 64
     seed: int = 0
+    data_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.algo not in RL_ALGORITHMS:
             raise ValueError(f"RLConfig.algo={self.algo!r} is not one of {', '.join(RL_ALGORITHMS)}")
-        for name in ("problems", "held_out", "steps", "rollouts", "max_new_tokens", "grad_accum", "generation_batch",
-                     "eval_problems"):
+        for name in ("problems", "held_out", "steps", "rollouts", "max_new_tokens", "grad_accum", "generation_batch"):
             if not is_positive_int(getattr(self, name)):
                 raise ValueError(f"RLConfig.{name}={getattr(self, name)!r} must be an integer >= 1")
         for name in ("prompts_per_step", "max_rollouts", "ppo_epochs", "token_budget", "eval_every", "lora",
@@ -131,6 +132,9 @@ class RLConfig:
                 raise ValueError(f"RLConfig.{name}={value!r} must be None or an integer >= 1")
         if self.max_rollouts is not None and self.max_rollouts < self.rollouts:
             raise ValueError(f"RLConfig.max_rollouts={self.max_rollouts} must be >= rollouts={self.rollouts}")
+        if isinstance(self.eval_problems, bool) or not isinstance(self.eval_problems, int) or self.eval_problems < 0:
+            raise ValueError(f"RLConfig.eval_problems={self.eval_problems!r} must be an integer >= 0 (0: no evaluation "
+                             "during the run)")
         if self.eval_problems > self.held_out:
             raise ValueError(f"RLConfig.eval_problems={self.eval_problems} must be <= held_out={self.held_out}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
@@ -205,8 +209,8 @@ class RLConfig:
 
 
 def prepare_problems(config: RLConfig) -> tuple[Problems, Problems]:
-    """(training, held-out) problems of ``config``: the same split for every run with the same data and seed."""
-    return load_problems(config.data, config.problems, config.seed).split(config.held_out, config.seed)
+    """(training, held-out) problems of ``config``: the same split for every run with the same data and data_seed."""
+    return load_problems(config.data, config.problems, config.data_seed).split(config.held_out, config.data_seed)
 
 
 def prompt_stream(problems: Problems, seed: int) -> Callable[[int], int]:
@@ -304,8 +308,8 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
         train, held_out = (Problems(p.prompts, p.columns, dict(reward_functions), p.name, p.stratum)
                            for p in (train, held_out))
     train_ids = encode_prompts(tokenizer, train.prompts, chat=config.chat)
-    evaluated = held_out.subset(range(min(config.eval_problems, len(held_out))))
-    eval_ids = encode_prompts(tokenizer, evaluated.prompts, chat=config.chat)
+    evaluated = held_out.subset(range(min(config.eval_problems, len(held_out)))) if config.eval_problems else None
+    eval_ids = encode_prompts(tokenizer, evaluated.prompts, chat=config.chat) if evaluated else None
     reference = copy.deepcopy(model).eval().requires_grad_(False) if config.beta > 0 else None
     for convert in config.conversions(model.config.num_hidden_layers):
         convert(model)
@@ -361,7 +365,8 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
         model=model, batch=batch, loss=loss,
         build_optimizer=lambda m: build_optimizer(config.optimizer, m, lr=config.lr, weight_decay=config.weight_decay,
                                                   rank=config.rank, update_proj_gap=config.update_proj_gap),
-        evaluate=lambda engine: greedy_accuracy(engine.unwrapped(), tokenizer, evaluated, eval_ids, config),
+        evaluate=None if evaluated is None else (
+            lambda engine: greedy_accuracy(engine.unwrapped(), tokenizer, evaluated, eval_ids, config)),
         run_config=json.loads(json.dumps(asdict(config))), record_extras=record_extras,
         state=buffer.state, load_state=buffer.load_state, finished=finished,
     )

@@ -183,7 +183,7 @@ def write_pass_at_k_report(curves: dict[str, dict[int, float]], output_dir: str 
     return paths
 
 
-def held_out_problems(sources: Sequence[str], data: str | None, held_out: int, seed: int) -> tuple[Problems, str]:
+def held_out_problems(sources: Sequence[str], data: str | None, held_out: int, data_seed: int) -> tuple[Problems, str]:
     """The problems to evaluate on and what they are: the held-out split of the first RL run among ``sources``
     (unless ``data`` is given), else the held-out split of ``data`` ("arithmetic" by default)."""
     from leantrain.recipes.rl import CONFIG_FILE, RLConfig, prepare_problems
@@ -192,21 +192,22 @@ def held_out_problems(sources: Sequence[str], data: str | None, held_out: int, s
     if data is None and runs:
         config = RLConfig.from_file(runs[0] / CONFIG_FILE)
         return prepare_problems(config)[1], f"the held-out split of {runs[0]} ({config.data})"
-    config = RLConfig(data=data or "arithmetic", held_out=held_out, eval_problems=min(64, held_out), seed=seed)
+    config = RLConfig(data=data or "arithmetic", held_out=held_out, eval_problems=min(64, held_out),
+                      data_seed=data_seed)
     return prepare_problems(config)[1], f"the held-out split of {config.data}"
 
 
 def evaluate_sources(sources: Sequence[str], output_dir: str | Path, *, data: str | None = None,
                      held_out: int = 200, n: int = 32, temperature: float = 1.0, top_p: float = 1.0,
-                     max_new_tokens: int = 32, batch_size: int = 128, seed: int = 0, chat: bool = True,
-                     show_progress: bool = True) -> dict[str, dict[int, float]]:
+                     max_new_tokens: int = 32, batch_size: int = 128, seed: int = 0, data_seed: int = 0,
+                     chat: bool = True, show_progress: bool = True) -> dict[str, dict[int, float]]:
     """pass@k curves of each source (an RL run folder, an HF folder or "smollm2") on the same held-out
     problems and the same seeded samples; writes the report into ``output_dir`` and returns the curves."""
     from leantrain.recipes.rl import load_policy
 
     if not sources:
         raise ValueError("no sources to evaluate: give RL run folders, HF model folders or 'smollm2'")
-    problems, described = held_out_problems(sources, data, held_out, seed)
+    problems, described = held_out_problems(sources, data, held_out, data_seed)
     curves: dict[str, dict[int, float]] = {}
     for source in sources:
         model, tokenizer, _ = load_policy(source)
