@@ -25,7 +25,7 @@ from leantrain.recipes.rl_eval import count_correct, ks_up_to
 from leantrain.rl.pass_at_k import pass_at_k
 
 ALGOS = ("grpo", "dars-et", "dars-hw", "self", "dars-b")
-SHARED = {"lora": 16, "lr": 2e-4, "max_new_tokens": 24, "grad_accum": 4, "generation_batch": 128, "eval_problems": 0,
+SHARED = {"lora": 16, "lr": 2e-4, "max_new_tokens": 16, "grad_accum": 4, "generation_batch": 128, "eval_problems": 0,
           "eval_every": None, "steps": 1000, "held_out": 200}
 START = "start"
 
@@ -114,8 +114,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", nargs="+", default=list(ALGOS[:4]), choices=ALGOS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--token-budget", type=int, default=12_000)
-    parser.add_argument("--n", type=int, default=32, help="samples per held-out problem (pass@k up to k = n)")
+    parser.add_argument("--token-budget", type=int, default=8_000)
+    parser.add_argument("--n", type=int, default=16, help="samples per held-out problem (pass@k up to k = n)")
     parser.add_argument("--out", default="runs/bench-rl")
     parser.add_argument("--table", action="store_true", help="print the tables of what was measured, run nothing")
     args = parser.parse_args()

@@ -10,7 +10,7 @@ import leantrain
 
 @pytest.mark.parametrize("argv", [["--help"], ["finetune", "--help"], ["pretrain", "--help"], ["memory", "--help"],
                                   ["schedule", "plot", "--help"], ["demo", "--help"],
-                                  ["hyperfit", "--help"]])
+                                  ["hyperfit", "--help"], ["rl", "--help"], ["rl", "eval", "--help"]])
 def test_help_imports_neither_torch_nor_transformers(argv):
     code = ("import sys\nfrom leantrain.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
