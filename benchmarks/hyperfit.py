@@ -21,7 +21,8 @@ from pathlib import Path
 from timing import interleaved_medians, timed_training_step
 
 from leantrain.memory.peak import cpu_peak_in_subprocess
-from leantrain.recipes.hyperfit import HyperfitConfig, hyperfit, model_folder
+from leantrain.recipes.causal_lm import model_folder
+from leantrain.recipes.hyperfit import HyperfitConfig, hyperfit
 from leantrain.recipes.step_spec import StepSpec
 from leantrain.sampling import SamplingConfig
 

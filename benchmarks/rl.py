@@ -9,7 +9,8 @@ policy, and the starting model once, samples ``--n`` completions of each of the 
 kept under ``--out`` as they finish: an interrupted benchmark resumes where it stopped, and
 ``--table`` prints the tables again.
 
-Run:  .venv/bin/python benchmarks/rl.py --seeds 0 1 [--algos grpo dars-et dars-hw self] [--token-budget 12000]
+Run:  .venv/bin/python benchmarks/rl.py --seeds 0 1 [--algos grpo dars-et dars-hw self] [--token-budget 8000]
+      (on 2 cores: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rl.py --seeds 0 & ... --seeds 1, one process a core)
       .venv/bin/python benchmarks/rl.py --seeds 0 1 --table
 """
 
@@ -25,7 +26,7 @@ from leantrain.recipes.rl_eval import count_correct, ks_up_to
 from leantrain.rl.pass_at_k import pass_at_k
 
 ALGOS = ("grpo", "dars-et", "dars-hw", "self", "dars-b")
-SHARED = {"lora": 16, "lr": 2e-4, "max_new_tokens": 16, "grad_accum": 4, "generation_batch": 128, "eval_problems": 0,
+SHARED = {"lora": 16, "lr": 2e-4, "max_new_tokens": 16, "grad_accum": 8, "generation_batch": 128, "eval_problems": 0,
           "eval_every": None, "steps": 1000, "held_out": 200}
 START = "start"
 
@@ -115,17 +116,17 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=list(ALGOS[:4]), choices=ALGOS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--token-budget", type=int, default=8_000)
-    parser.add_argument("--n", type=int, default=16, help="samples per held-out problem (pass@k up to k = n)")
+    parser.add_argument("--n", type=int, default=8, help="samples per held-out problem (pass@k up to k = n)")
     parser.add_argument("--out", default="runs/bench-rl")
     parser.add_argument("--table", action="store_true", help="print the tables of what was measured, run nothing")
     args = parser.parse_args()
     out = Path(args.out)
-    if not args.table:
-        evaluate(out, START, "smollm2", args.n)
+    if not args.table:  # the start last: two processes, one per seed, can share it
         for seed in args.seeds:
             for algo in args.algos:
                 train(out, algo, seed, args.token_budget)
                 evaluate(out, f"{algo}-s{seed}", str(run_folder(out, algo, seed)), args.n)
+        evaluate(out, START, "smollm2", args.n)
     print(f"\npass@k on {SHARED['held_out']} held-out problems, n = {args.n}, T = 1.0, "
           f"{SHARED['max_new_tokens']} new tokens; runs at {args.token_budget:,} generated tokens "
           f"(mean ± std over seeds {args.seeds})\n")

@@ -68,6 +68,6 @@ def test_a_task_ends_its_run_early_and_a_resume_does_not_train_on(tmp_path):
 
 
 def test_state_and_load_state_go_together():
-    with pytest.raises(ValueError, match="TrainTask.state and TrainTask.load_state go together"):
+    with pytest.raises(ValueError, match=r"TrainTask\.state and TrainTask\.load_state go together"):
         TrainTask(model=tiny(), batch=batch, build_optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
                   state=lambda: {})

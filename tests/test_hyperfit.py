@@ -13,7 +13,8 @@ from leantrain.cli import main as cli_main
 from leantrain.data.corpus import bbc_text
 from leantrain.data.tokenizer import END_OF_TEXT, train_tokenizer
 from leantrain.io import read_metrics
-from leantrain.recipes.hyperfit import HyperfitConfig, hyperfit, load_causal_lm, model_folder
+from leantrain.recipes.causal_lm import load_causal_lm, model_folder
+from leantrain.recipes.hyperfit import HyperfitConfig, hyperfit
 from leantrain.sampling import SamplingConfig
 
 

@@ -4,7 +4,7 @@ answers a question greedily, and is reused."""
 import torch
 
 from leantrain.models.smollm2 import smollm2_path
-from leantrain.recipes.hyperfit import load_causal_lm
+from leantrain.recipes.causal_lm import load_causal_lm
 
 
 def test_smollm2_is_cached_as_a_plain_folder_that_answers():

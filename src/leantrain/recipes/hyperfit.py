@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from leantrain.convert import Conversion, conversions
+from leantrain.convert import Conversion
 from leantrain.data.corpus import load_documents
 from leantrain.data.fixed_sample import FixedSample, fixed_sample
 from leantrain.engine import Engine, EngineConfig, TrainTask
@@ -35,10 +35,9 @@ from leantrain.metrics import (
     repetition_rate,
     type_token_ratio,
 )
-from leantrain.models.lora import apply_lora
-from leantrain.module_names import LastLayers
 from leantrain.names import OPTIMIZERS
 from leantrain.optim.factory import build_optimizer
+from leantrain.recipes.causal_lm import lm_conversions, open_run
 from leantrain.sampling import SamplingConfig
 from leantrain.validation import is_positive_int
 
@@ -153,36 +152,8 @@ class HyperfitConfig:
                             description="hyperfit")
 
     def conversions(self, num_layers: int) -> tuple[Conversion, ...]:
-        """LoRA (all linear layers but the head, or the last ``lora_layers`` blocks; no dropout),
-        then sampling, then lean: the order of ``lt.prepare``."""
-        steps = list(conversions(None, self.sampling, self.lean))
-        if self.lora is not None:
-            chosen = None if self.lora_layers is None else LastLayers(self.lora_layers, num_layers)
-            steps.insert(0, Conversion("lora", apply_lora, {"rank": self.lora, "targets": "all-linear",
-                                                             "filter_fn": chosen, "dropout": 0.0}))
-        return tuple(steps)
-
-
-def model_folder(model: str) -> Path:
-    """"smollm2" (cached on first use) or a local HF folder."""
-    if model == "smollm2":
-        from leantrain.models.smollm2 import smollm2_path
-
-        return smollm2_path()
-    folder = Path(model)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"model {model!r} is neither 'smollm2' nor an HF model folder with config.json")
-    return folder
-
-
-def load_causal_lm(folder: Path) -> tuple[nn.Module, object]:
-    """(model in fp32 with eager attention, tokenizer) from an HF folder."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
-    return model, AutoTokenizer.from_pretrained(folder)
+        """LoRA (all linear layers but the head, or the last ``lora_layers`` blocks), then sampling, then lean."""
+        return lm_conversions(self.lora, self.lora_layers, self.sampling, self.lean, num_layers)
 
 
 def context_limit(model: nn.Module) -> int | None:
@@ -304,13 +275,8 @@ def hyperfit(config: HyperfitConfig, resume: bool = False, show_bar: bool = True
     """Run (or with ``resume`` continue) ``config`` on the engine and write the report."""
     from leantrain.recipes.hyperfit_report import entropy_matched_control, write_report
 
-    run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    engine = Engine(config.engine(show_bar), run_dir, on_record=on_log)
-    with engine.accelerator.main_process_first():  # process 0 caches SmolLM2 once, the others read it
-        folder = model_folder(config.model)
-    torch.manual_seed(config.seed)
-    model, tokenizer = load_causal_lm(folder)
+    engine, run_dir, folder, model, tokenizer = open_run(config.engine(show_bar), config.output_dir, config.model,
+                                                         config.seed, on_log)
     check_lengths(config, model)
     data = prepare_data(config, tokenizer)
     for convert in config.conversions(model.config.num_hidden_layers):

@@ -25,7 +25,7 @@ def entropy_matched_control(config, folder: Path, data, last: dict) -> dict:
     """The starting model sampled (temperature only) at the temperature that gives its held-out
     predictions the hyperfitted model's mean entropy ("Beyond Temperature", arXiv 2605.22579)."""
     from leantrain.metrics.text import type_token_ratio
-    from leantrain.recipes.hyperfit import load_causal_lm
+    from leantrain.recipes.causal_lm import load_causal_lm
 
     model, _ = load_causal_lm(folder)
     model.eval()

@@ -34,15 +34,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from leantrain.convert import Conversion, conversions
-from leantrain.engine import Engine, EngineConfig, TrainTask
+from leantrain.convert import Conversion
+from leantrain.engine import EngineConfig, TrainTask
 from leantrain.engine.state import load_model_state
 from leantrain.io import load_checkpoint
-from leantrain.models.lora import apply_lora
-from leantrain.module_names import LastLayers
 from leantrain.names import ADVANTAGE_SCALES, OPTIMIZERS, RL_ALGORITHMS
 from leantrain.optim.factory import build_optimizer
-from leantrain.recipes.hyperfit import load_causal_lm, model_folder
+from leantrain.recipes.causal_lm import lm_conversions, load_causal_lm, model_folder, open_run
 from leantrain.rl.collect import Collector, CollectSettings
 from leantrain.rl.problems import Problems, load_problems
 from leantrain.rl.rewards import RewardFunction
@@ -195,12 +193,7 @@ class RLConfig:
 
     def conversions(self, num_layers: int) -> tuple[Conversion, ...]:
         """LoRA (all linear layers but the head, or the last ``lora_layers`` blocks), then sampling, then lean."""
-        steps = list(conversions(None, self.sampling_config(), self.lean))
-        if self.lora is not None:
-            chosen = None if self.lora_layers is None else LastLayers(self.lora_layers, num_layers)
-            steps.insert(0, Conversion("lora", apply_lora, {"rank": self.lora, "targets": "all-linear",
-                                                             "filter_fn": chosen, "dropout": 0.0}))
-        return tuple(steps)
+        return lm_conversions(self.lora, self.lora_layers, self.sampling_config(), self.lean, num_layers)
 
     @classmethod
     def from_file(cls, path: str | Path) -> RLConfig:
@@ -296,13 +289,8 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
        reward_functions: Mapping[str, RewardFunction] | None = None) -> RLResult:
     """Run (or with ``resume`` continue) ``config`` on the engine. ``problems``: (training, held-out) instead of
     ``config.data``; ``reward_functions`` replace the problems' own (TRL's signature)."""
-    run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    engine = Engine(config.engine(show_bar), run_dir, on_record=on_log)
-    with engine.accelerator.main_process_first():  # process 0 caches SmolLM2 once, the others read it
-        folder = model_folder(config.model)
-    torch.manual_seed(config.seed)
-    model, tokenizer = load_causal_lm(folder)
+    engine, run_dir, _, model, tokenizer = open_run(config.engine(show_bar), config.output_dir, config.model,
+                                                    config.seed, on_log)
     train, held_out = problems or prepare_problems(config)
     if reward_functions is not None:
         train, held_out = (Problems(p.prompts, p.columns, dict(reward_functions), p.name, p.stratum)
