@@ -148,8 +148,7 @@ def test_a_run_folder_loads_as_its_trained_policy(tmp_path, tiny_model, problems
     model, tokenizer, loaded = load_policy(tmp_path)
     assert loaded == config
     _, held_out = prepare_problems(config)
-    held_out = held_out.subset(range(config.eval_problems))
-    held_out = type(held_out)(held_out.prompts, held_out.columns, {"has_e": has_e}, held_out.name, held_out.stratum)
+    held_out = replace(held_out.subset(range(config.eval_problems)), reward_functions={"has_e": has_e})
     with torch.no_grad():
         again = greedy_accuracy(model, tokenizer, held_out, encode_prompts(tokenizer, held_out.prompts), config)
     assert again == {k: v for k, v in result.records[-1].items() if k.startswith("heldout_")}

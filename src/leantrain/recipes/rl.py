@@ -27,7 +27,7 @@ import random
 import resource
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -293,8 +293,7 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
                                                     config.seed, on_log)
     train, held_out = problems or prepare_problems(config)
     if reward_functions is not None:
-        train, held_out = (Problems(p.prompts, p.columns, dict(reward_functions), p.name, p.stratum)
-                           for p in (train, held_out))
+        train, held_out = (replace(p, reward_functions=dict(reward_functions)) for p in (train, held_out))
     train_ids = encode_prompts(tokenizer, train.prompts, chat=config.chat)
     evaluated = held_out.subset(range(min(config.eval_problems, len(held_out)))) if config.eval_problems else None
     eval_ids = encode_prompts(tokenizer, evaluated.prompts, chat=config.chat) if evaluated else None
