@@ -1,0 +1,353 @@
+"""One RL training step of SmolLM2-135M-Instruct at the RL benchmark's batch: stock (full fine-tuning) vs
+LoRA vs WTA-CRS@0.3 + lean (full and + LoRA), measured side by side; and the generation speed of the
+rollout path (``generate_rollouts``) vs a plain ``model.generate`` on the same batch.
+
+The batch is built once and every configuration trains on the same tensors: ``--prompts`` chain_sum
+prompts of the built-in "arithmetic" problems (drawn in equal shares from its two strata) through the
+chat template, ``--rollouts`` completions each of up to ``--new-tokens`` tokens sampled at T = 1 from the
+stock model (seeded), advantages from seeded N(0, 1) rewards (every group has a learning signal; the
+values do not change the step's memory or time), ``rollout_batch``, saved to a temp file.
+
+One step: forward + backward of the recipe's loss ``RLLoss(LossSettings())`` (DAPO token mean, token
+log-probs through the chunked head that never holds the B×L×V logits) over the whole batch, or in
+``--micro-rows`` micro-batches weighted by their share of the rows as the engine accumulates them, then
+``torch.optim.AdamW`` (lr 1e-6) over the trainable parameters and ``zero_grad``. The model is fp32 with
+eager attention (``leantrain.recipes.causal_lm.load_causal_lm``'s loading). LoRA: rank 16, alpha 16, no
+dropout, on every linear layer but the (tied) LM head, as the recipes' LoRA (``lm_conversions``).
+
+Memory: each configuration's first step in a fresh subprocess (``leantrain.memory.peak``): the peak RSS
+of the step above the RSS just before it (gradients, AdamW states and activations, which the first
+step allocates), and the total, that plus the weights (as benchmarks/hyperfit.py reports it). Time:
+median of ``--repeats`` steps after one warm-up step, each configuration in a fresh subprocess of its
+own, one after another (all four in one process outgrow a 24 GiB machine at this batch). Generation:
+the two generators' calls interleaved after a warm-up call each (benchmarks/timing.py), the same seed
+on every call, so each call samples the same tokens and only the time varies.
+
+Run:  .venv/bin/python benchmarks/rl_step.py [--prompts 8 --rollouts 8 --new-tokens 32 --repeats 3]
+      [--micro-rows 16] [--only memory time generation]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import queue
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from timing import interleaved_medians
+from torch import Tensor, nn
+
+from leantrain.convert import Conversion
+from leantrain.memory.peak import cpu_peak_in_subprocess
+from leantrain.recipes.causal_lm import lm_conversions, model_folder
+from leantrain.rl.advantages import group_advantages
+from leantrain.rl.problems import load_problems
+from leantrain.rl.rollouts import Rollouts, encode_prompts, generate_rollouts
+from leantrain.rl.training_loss import LossSettings, RLLoss, rollout_batch
+from leantrain.sampling import SamplingConfig
+
+MIB = 2**20
+LR = 1e-6
+SAMPLING = SamplingConfig.from_spec("wtacrs@0.3")
+# The recipes' conversions (LoRA on every linear layer but the head, no dropout; then sampling; then lean);
+# the layer count only matters for LoRA on the last layers, which none of these uses.
+CONFIGS = {
+    "stock (full fine-tuning)": lm_conversions(None, None, None, False, 0),
+    "LoRA r16": lm_conversions(16, None, None, False, 0),
+    "WTA-CRS@0.3 + lean": lm_conversions(None, None, SAMPLING, True, 0),
+    "WTA-CRS@0.3 + lean + LoRA r16": lm_conversions(16, None, SAMPLING, True, 0),
+}
+GENERATORS = ("generate_rollouts", "model.generate")
+
+
+def load_policy(folder: str | Path) -> nn.Module:
+    """The causal LM of an HF folder in fp32 with eager attention, as the recipes load it, its weights
+    copied into the process's own memory: ``from_pretrained`` leaves them mapped from the safetensors
+    file, paged in (and counted in the RSS) only when first read, which would be inside the measured step."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+    with torch.no_grad():
+        for parameter in model.parameters():  # tied weights are one parameter: they stay tied
+            parameter.data = parameter.data.clone()
+    return model
+
+
+def benchmark_prompts(tokenizer, count: int, seed: int) -> list[list[int]]:
+    """Token ids of ``count`` arithmetic (chain_sum) prompts through the chat template, in equal shares
+    from the problems' two strata."""
+    problems = load_problems("arithmetic", size=max(count, 64), seed=seed)
+    _, chosen = problems.split(count, seed)
+    return encode_prompts(tokenizer, chosen.prompts)
+
+
+def generated_tokens(completions: Tensor, eos: list[int]) -> int:
+    """Tokens of ``completions`` (B, C) up to and including each row's first EOS."""
+    is_eos = torch.isin(completions, torch.tensor(eos, dtype=completions.dtype))
+    return int(((is_eos.cumsum(1) - is_eos.long()) == 0).sum())
+
+
+def left_padded(prompts: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    return ids, mask
+
+
+def eos_ids(model: nn.Module) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
+def seeded_rollouts(model: nn.Module, prompt_ids: list[list[int]], rollouts_per_prompt: int, new_tokens: int,
+                    seed: int) -> Rollouts:
+    """``rollouts_per_prompt`` completions of each prompt sampled at T = 1, all rows in one chunk."""
+    torch.manual_seed(seed)
+    return generate_rollouts(model, prompt_ids, [rollouts_per_prompt] * len(prompt_ids), max_new_tokens=new_tokens,
+                             temperature=1.0, batch_size=rollouts_per_prompt * len(prompt_ids))
+
+
+def generation_speed(model: nn.Module, prompt_ids: list[list[int]], rollouts_per_prompt: int, new_tokens: int,
+                     repeats: int, seed: int) -> tuple[dict[str, float], dict[str, int], Rollouts]:
+    """Generated tokens per second (EOS included, padding not) of ``generate_rollouts`` and of a plain
+    ``model.generate`` on the same left-padded batch (one chunk of all rows), both sampling at T = 1 with
+    the same seed on every call: (median tokens/s, tokens per call, the seeded rollouts)."""
+    rows = [prompt for prompt in prompt_ids for _ in range(rollouts_per_prompt)]
+    eos = eos_ids(model)
+    pad = model.generation_config.pad_token_id
+    pad = eos[0] if pad is None else pad
+    ids, mask = left_padded(rows, pad)
+    tokens: dict[str, int] = {}
+    first: list[Rollouts] = []
+
+    def run(name: str) -> float:
+        start = time.perf_counter()
+        if name == "generate_rollouts":
+            rollouts = seeded_rollouts(model, prompt_ids, rollouts_per_prompt, new_tokens, seed)
+            seconds = time.perf_counter() - start
+            first.append(rollouts)
+            tokens[name] = int(rollouts.completion_lengths.sum())
+        else:
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
+                                     max_new_tokens=new_tokens, pad_token_id=pad)
+            seconds = time.perf_counter() - start
+            tokens[name] = generated_tokens(out[:, ids.shape[1]:], eos)
+        return tokens[name] / seconds
+
+    speeds = interleaved_medians(run, GENERATORS, repeats)  # medians of tokens/s, not of seconds
+    return speeds, tokens, first[0]
+
+
+def rl_batch(rollouts: Rollouts, seed: int) -> dict[str, Tensor]:
+    """The engine's batch of one update of ``rollouts``, with advantages of seeded N(0, 1) rewards."""
+    rewards = torch.randn(len(rollouts), generator=torch.Generator().manual_seed(seed))
+    advantages = group_advantages(rewards, rollouts.group).values
+    return rollout_batch(rollouts.training_inputs(), advantages)
+
+
+class RLStep(nn.Module):
+    """The RL recipe's loss as a module, so that leantrain's memory tools run it as a training step:
+    ``forward(**batch)`` is ``RLLoss(LossSettings())`` of ``policy`` over the batch, or with ``micro_rows``
+    over micro-batches of that many rows, each weighted by its share of the rows (the engine's gradient
+    accumulation). Backward of every micro-batch but the last runs inside ``forward``; the last one's
+    weighted loss is returned for the caller's ``backward``, and ``total`` is the whole batch's loss."""
+
+    def __init__(self, policy: nn.Module, micro_rows: int | None = None) -> None:
+        super().__init__()
+        self.policy = policy
+        self.micro_rows = micro_rows
+        self.loss = RLLoss(LossSettings())
+        self.total = float("nan")
+
+    def forward(self, **batch: Tensor) -> Tensor:
+        rows = len(batch["input_ids"])
+        size = self.micro_rows or rows
+        total = 0.0
+        for start in range(0, rows, size):
+            micro = {key: value[start:start + size] for key, value in batch.items()}
+            loss = self.loss(self.policy, micro) * (len(micro["input_ids"]) / rows)
+            total += float(loss.detach())
+            if start + size < rows:
+                loss.backward()
+        self.total = total
+        return loss
+
+
+@dataclass(frozen=True)
+class RLStepSpec:
+    """Picklable builder of one configuration's ``(RLStep, batch, AdamW)``: the policy from ``folder``
+    converted by ``conversions``, in training mode, and the batch saved at ``batch_path``."""
+
+    folder: str
+    batch_path: str
+    conversions: tuple[Conversion, ...] = ()
+    micro_rows: int | None = None
+    lr: float = LR
+
+    def __call__(self) -> tuple[RLStep, dict[str, Tensor], torch.optim.Optimizer]:
+        policy = load_policy(self.folder)
+        for convert in self.conversions:
+            convert(policy)
+        policy.train()
+        step = RLStep(policy, self.micro_rows)
+        optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=self.lr)
+        return step, torch.load(self.batch_path), optimizer
+
+
+def rl_training_step(step: RLStep, batch: dict[str, Tensor], optimizer: torch.optim.Optimizer) -> float:
+    """Forward + backward of the batch's RL loss, the AdamW step and ``zero_grad``; returns the loss."""
+    with torch.enable_grad():
+        step(**batch).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step.total
+
+
+def timed_rl_step(step: RLStep, batch: dict[str, Tensor], optimizer: torch.optim.Optimizer) -> float:
+    start = time.perf_counter()
+    rl_training_step(step, batch, optimizer)
+    return time.perf_counter() - start
+
+
+def parameter_counts(policy: nn.Module) -> tuple[int, int, int]:
+    """(weight bytes, trainable parameters, trainable bytes)."""
+    weights = sum(p.numel() * p.element_size() for p in policy.parameters())
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    return weights, sum(p.numel() for p in trainable), sum(p.numel() * p.element_size() for p in trainable)
+
+
+def memory_rows(specs: dict[str, RLStepSpec]) -> dict[str, dict[str, float]]:
+    """Per configuration: the measured peak of its first step above the pre-step RSS, the weights, the
+    accounted weights + gradients + AdamW states, and trainable parameters."""
+    rows = {}
+    for name, spec in specs.items():
+        step, _, _ = spec()
+        weights, trainable, trainable_bytes = parameter_counts(step.policy)
+        del step
+        peak = cpu_peak_in_subprocess(spec)
+        rows[name] = {"step": peak.step_bytes, "weights": weights, "trainable": trainable,
+                      "state": weights + 3 * trainable_bytes, "total": peak.step_bytes + weights}
+        print(f"  {name}: step peak {peak.step_bytes / MIB:.0f} MiB", file=sys.stderr, flush=True)
+    return rows
+
+
+def memory_table(rows: dict[str, dict[str, float]]) -> str:
+    base = next(iter(rows.values()))
+    lines = ["| configuration | trainable params | weights + grads + AdamW (accounted) | step peak above pre-step "
+             "| vs stock | total: weights + step peak | vs stock |", "|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        lines.append(f"| {name} | {row['trainable'] / 1e6:.2f} M | {row['state'] / MIB:,.0f} MiB | "
+                     f"{row['step'] / MIB:,.0f} MiB | {base['step'] / row['step']:.2f}x less | "
+                     f"{row['total'] / MIB:,.0f} MiB | {base['total'] / row['total']:.2f}x less |")
+    return "\n".join(lines)
+
+
+def _time_steps(spec: RLStepSpec, repeats: int, results) -> None:
+    try:
+        step = spec()
+        timed_rl_step(*step)  # warm-up
+        results.put([timed_rl_step(*step) for _ in range(repeats)])
+    except BaseException as error:  # report any failure to the parent instead of dying silently
+        results.put(f"{type(error).__name__}: {error}")
+
+
+def step_times_in_subprocess(spec: RLStepSpec, repeats: int) -> list[float]:
+    """Seconds of ``repeats`` training steps after a warm-up step, in a fresh (spawned) process: one
+    configuration in memory at a time (all four at this batch outgrow a 24 GiB machine)."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_time_steps, args=(spec, repeats, results))
+    process.start()
+    while True:
+        try:
+            times = results.get(timeout=5)
+            break
+        except queue.Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"step-time subprocess died (exit code {process.exitcode})") from None
+    process.join()
+    if isinstance(times, str):
+        raise RuntimeError(f"step-time subprocess failed: {times}")
+    return times
+
+
+def time_table(specs: dict[str, RLStepSpec], repeats: int) -> str:
+    medians = {}
+    for name, spec in specs.items():
+        times = step_times_in_subprocess(spec, repeats)
+        medians[name] = statistics.median(times)
+        print(f"  {name}: steps of {', '.join(f'{t:.1f}' for t in times)} s", file=sys.stderr, flush=True)
+    base = next(iter(medians.values()))
+    lines = [f"| configuration | step time (median of {repeats} after a warm-up) | vs stock |", "|---|---|---|"]
+    lines += [f"| {name} | {seconds:.1f} s | {seconds / base:.2f}x |" for name, seconds in medians.items()]
+    return "\n".join(lines)
+
+
+def generation_table(speeds: dict[str, float], tokens: dict[str, int], rows: int, new_tokens: int,
+                     repeats: int) -> str:
+    base = speeds[GENERATORS[1]]
+    lines = [f"| generator ({rows} rows, max {new_tokens} new tokens, T = 1) | generated tokens per call | "
+             f"tokens/s (median of {repeats}) | vs model.generate |", "|---|---|---|---|"]
+    lines += [f"| {name} | {tokens[name]} | {speeds[name]:.1f} | {speeds[name] / base:.2f}x |" for name in GENERATORS]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2", help='"smollm2" or an HF model folder')
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--rollouts", type=int, default=8, help="completions per prompt")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--micro-rows", type=int, default=None, help="micro-batch rows (default: the whole batch)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="+", choices=("memory", "time", "generation"),
+                        default=["memory", "time", "generation"])
+    args = parser.parse_args()
+    from transformers import AutoTokenizer
+
+    folder = str(model_folder(args.model))
+    model = load_policy(folder)
+    prompt_ids = benchmark_prompts(AutoTokenizer.from_pretrained(folder), args.prompts, args.seed)
+    rows = args.prompts * args.rollouts
+    if "generation" in args.only:
+        speeds, tokens, rollouts = generation_speed(model, prompt_ids, args.rollouts, args.new_tokens, args.repeats,
+                                                    args.seed)
+    else:
+        rollouts = seeded_rollouts(model, prompt_ids, args.rollouts, args.new_tokens, args.seed)
+    del model
+    batch = rl_batch(rollouts, args.seed)
+    lengths = [len(p) for p in prompt_ids]
+    shape = (f"{args.prompts} prompts x {args.rollouts} rollouts = {rows} rows, prompts {min(lengths)}-"
+             f"{max(lengths)} tokens, completions {rollouts.completion_lengths.float().mean():.1f} tokens on average "
+             f"(max {args.new_tokens}, {int(rollouts.truncated.sum())} cut), batch {tuple(batch['input_ids'].shape)}, "
+             f"micro-batches of {args.micro_rows or rows} rows, torch threads {torch.get_num_threads()}")
+    print(f"`{shlex.join(['.venv/bin/python', *sys.argv])}`\n\n{shape}\n")
+    if "generation" in args.only:
+        print(generation_table(speeds, tokens, rows, args.new_tokens, args.repeats) + "\n", flush=True)
+    with tempfile.TemporaryDirectory(prefix="leantrain-rl-step-") as scratch:
+        path = str(Path(scratch) / "batch.pt")
+        torch.save(batch, path)
+        specs = {name: RLStepSpec(folder, path, steps, args.micro_rows) for name, steps in CONFIGS.items()}
+        if "memory" in args.only:
+            print(memory_table(memory_rows(specs)) + "\n", flush=True)
+        if "time" in args.only:
+            print(time_table(specs, args.repeats), flush=True)
+
+
+if __name__ == "__main__":
+    main()
