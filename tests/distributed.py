@@ -55,3 +55,14 @@ def run_distributed(fn: Callable[..., Any], *args: Any, world: int = 2) -> list[
 def launch(fn: Callable[..., Any], *args: Any, world: int = 2) -> list[Any]:
     """``fn(*args)`` in ``world`` processes set up as ``torchrun`` sets them up."""
     return _spawn(False, fn, args, world)
+
+
+def assert_same_records(two: list[dict], one: list[dict], rel: float = 1e-4, abs: float = 1e-6) -> None:
+    """The records of a 2-process run equal the 1-process run's, step by step and key by key."""
+    import pytest
+
+    assert [r["step"] for r in two] == [r["step"] for r in one]
+    for a, b in zip(two, one, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=rel, abs=abs), key

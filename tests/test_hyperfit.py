@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from distributed import launch
+from distributed import assert_same_records, launch
 
 from leantrain.cli import main as cli_main
 from leantrain.data.corpus import bbc_text
@@ -129,11 +129,7 @@ def held_out_metrics(config: HyperfitConfig) -> list[dict]:
 def test_two_processes_give_the_one_process_evaluations(tmp_path, tiny_model, layout):
     one = held_out_metrics(tiny(tmp_path / "one", tiny_model, entropy_control=False))
     two = launch(held_out_metrics, tiny(tmp_path / "two", tiny_model, layout=layout, entropy_control=False))[0]
-    assert [r["step"] for r in two] == [r["step"] for r in one]
-    for a, b in zip(two, one, strict=True):
-        assert a.keys() == b.keys()
-        for key in a:
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    assert_same_records(two, one)
 
 
 COMPOSED = {

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from distributed import launch
+from distributed import assert_same_records, launch
 
 from leantrain.cli import main as cli_main
 from leantrain.data.corpus import bbc_text
@@ -207,11 +207,7 @@ def two_step_records(config: RLConfig) -> list[dict]:
 def test_two_processes_give_the_one_process_run(tmp_path, tiny_model, problems_file, layout):
     one = two_step_records(tiny(tmp_path / "one", tiny_model, problems_file))
     two = launch(two_step_records, tiny(tmp_path / "two", tiny_model, problems_file, layout=layout))[0]
-    assert [r["step"] for r in two] == [r["step"] for r in one]
-    for a, b in zip(two, one, strict=True):
-        assert a.keys() == b.keys()
-        for key in a:
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    assert_same_records(two, one)
 
 
 COMPOSED = {
