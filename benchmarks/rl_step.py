@@ -24,7 +24,7 @@ the two generators' calls interleaved after a warm-up call each (benchmarks/timi
 on every call, so each call samples the same tokens and only the time varies.
 
 Run:  .venv/bin/python benchmarks/rl_step.py [--prompts 8 --rollouts 8 --new-tokens 32 --repeats 3]
-      [--micro-rows 16] [--only memory time generation]
+      [--micro-rows 16] [--chunk-rows 128] [--only memory time generation]
 """
 
 from __future__ import annotations
@@ -163,16 +163,17 @@ def rl_batch(rollouts: Rollouts, seed: int) -> dict[str, Tensor]:
 
 class RLStep(nn.Module):
     """The RL recipe's loss as a module, so that leantrain's memory tools run it as a training step:
-    ``forward(**batch)`` is ``RLLoss(LossSettings())`` of ``policy`` over the batch, or with ``micro_rows``
-    over micro-batches of that many rows, each weighted by its share of the rows (the engine's gradient
-    accumulation). Backward of every micro-batch but the last runs inside ``forward``; the last one's
-    weighted loss is returned for the caller's ``backward``, and ``total`` is the whole batch's loss."""
+    ``forward(**batch)`` is ``RLLoss(LossSettings(chunk_rows=...))`` of ``policy`` (None: the settings'
+    default) over the batch, or with ``micro_rows`` over micro-batches of that many rows, each weighted by
+    its share of the rows (the engine's gradient accumulation). Backward of every micro-batch but the last
+    runs inside ``forward``; the last one's weighted loss is returned for the caller's ``backward``, and
+    ``total`` is the whole batch's loss."""
 
-    def __init__(self, policy: nn.Module, micro_rows: int | None = None) -> None:
+    def __init__(self, policy: nn.Module, micro_rows: int | None = None, chunk_rows: int | None = None) -> None:
         super().__init__()
         self.policy = policy
         self.micro_rows = micro_rows
-        self.loss = RLLoss(LossSettings())
+        self.loss = RLLoss(LossSettings() if chunk_rows is None else LossSettings(chunk_rows=chunk_rows))
         self.total = float("nan")
 
     def forward(self, **batch: Tensor) -> Tensor:
@@ -199,13 +200,14 @@ class RLStepSpec:
     conversions: tuple[Conversion, ...] = ()
     micro_rows: int | None = None
     lr: float = LR
+    chunk_rows: int | None = None
 
     def __call__(self) -> tuple[RLStep, dict[str, Tensor], torch.optim.Optimizer]:
         policy = load_policy(self.folder)
         for convert in self.conversions:
             convert(policy)
         policy.train()
-        step = RLStep(policy, self.micro_rows)
+        step = RLStep(policy, self.micro_rows, self.chunk_rows)
         optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=self.lr)
         return step, torch.load(self.batch_path), optimizer
 
@@ -320,6 +322,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--micro-rows", type=int, default=None, help="micro-batch rows (default: the whole batch)")
+    parser.add_argument("--chunk-rows", type=int, default=None,
+                        help="rows per chunk of the log-prob head (default: LossSettings' 1024)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", choices=("memory", "time", "generation"),
                         default=["memory", "time", "generation"])
@@ -341,14 +345,16 @@ def main() -> None:
     shape = (f"{args.prompts} prompts x {args.rollouts} rollouts = {rows} rows, prompts {min(lengths)}-"
              f"{max(lengths)} tokens, completions {rollouts.completion_lengths.float().mean():.1f} tokens on average "
              f"(max {args.new_tokens}, {int(rollouts.truncated.sum())} cut), batch {tuple(batch['input_ids'].shape)}, "
-             f"micro-batches of {args.micro_rows or rows} rows, torch threads {torch.get_num_threads()}")
+             f"micro-batches of {args.micro_rows or rows} rows, head chunks of "
+             f"{args.chunk_rows or LossSettings().chunk_rows} rows, torch threads {torch.get_num_threads()}")
     print(f"`{shlex.join(['.venv/bin/python', *sys.argv])}`\n\n{shape}\n")
     if "generation" in args.only:
         print(generation_table(speeds, tokens, rows, args.new_tokens, args.repeats) + "\n", flush=True)
     with tempfile.TemporaryDirectory(prefix="leantrain-rl-step-") as scratch:
         path = str(Path(scratch) / "batch.pt")
         torch.save(batch, path)
-        specs = {name: RLStepSpec(folder, path, steps, args.micro_rows) for name, steps in CONFIGS.items()}
+        specs = {name: RLStepSpec(folder, path, steps, args.micro_rows, chunk_rows=args.chunk_rows)
+                 for name, steps in CONFIGS.items()}
         if "memory" in args.only:
             print(memory_table(memory_rows(specs)) + "\n", flush=True)
         if "time" in args.only:

@@ -1,5 +1,5 @@
 """benchmarks/rl_step.py on a tiny random Llama: its generation timing, its batch, one RL step of every
-configuration, micro-batches summing to the whole batch's loss, and the peak-memory subprocess."""
+configuration, micro-batches and head chunks leaving the loss as it is, and the peak and step-time subprocesses."""
 
 import math
 import sys
@@ -53,10 +53,10 @@ def test_every_configuration_takes_a_step_to_a_finite_loss(setup, name):
     assert rl_step.timed_rl_step(step, batch, optimizer) > 0
 
 
-def test_micro_batches_sum_to_the_whole_batch_loss(setup):
+def test_micro_batches_and_head_chunks_leave_the_whole_batch_loss(setup):
     folder, path, _ = setup
     whole = rl_step.RLStepSpec(folder, path)()
-    micro = rl_step.RLStepSpec(folder, path, micro_rows=3)()
+    micro = rl_step.RLStepSpec(folder, path, micro_rows=3, chunk_rows=5)()
     assert rl_step.rl_training_step(*micro) == pytest.approx(rl_step.rl_training_step(*whole), abs=1e-6)
 
 
