@@ -19,6 +19,11 @@ class EngineConfig:
     ``eval_every`` / ``save_every``: updates between evaluations / checkpoints (None: only at the end);
     ``eval_at_start``: evaluate the starting model too, as the record of step 0 (not again on resume).
     ``grad_clip``: max global gradient norm (None: no clipping; the norm is still logged).
+    ``step_in_backward``: update each parameter and free its gradient as soon as backward has it
+    (``leantrain.optim.in_backward.StepInBackward``, LOMO's fused update): the gradient buffer shrinks
+    to one parameter's. It refuses ``grad_clip`` (the global norm comes after the first update),
+    ``grad_accum`` > 1 (every micro-batch would update) and several processes (the update would come
+    before the gradients are averaged).
     """
 
     max_steps: int
@@ -32,6 +37,7 @@ class EngineConfig:
     seed: int = 0
     show_progress: bool = True
     description: str = "train"
+    step_in_backward: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "grad_accum"):
@@ -49,3 +55,12 @@ class EngineConfig:
                              "(fp16 needs loss scaling; use bf16)")
         if self.layout not in LAYOUTS:
             raise ValueError(f"EngineConfig.layout={self.layout!r} is not one of {LAYOUTS}")
+        if not isinstance(self.step_in_backward, bool):
+            raise ValueError(f"EngineConfig.step_in_backward={self.step_in_backward!r} must be True or False")
+        if self.step_in_backward and self.grad_clip is not None:
+            raise ValueError(f"EngineConfig.grad_clip={self.grad_clip!r} cannot go with step_in_backward=True: "
+                             "global-norm clipping needs every gradient before the first update, and the "
+                             "fused step updates each parameter as soon as its gradient exists; use grad_clip=None")
+        if self.step_in_backward and self.grad_accum > 1:
+            raise ValueError(f"EngineConfig.grad_accum={self.grad_accum} cannot go with step_in_backward=True: "
+                             "every micro-batch's backward would be an update; use grad_accum=1")

@@ -3,8 +3,9 @@
 A recipe builds its model (conversions applied) and hands the engine a :class:`TrainTask`: a global
 batch for each update, an optimizer and a schedule factory, and an evaluation. The engine owns the
 rest: process layout (one process, DDP or FSDP2), bf16 autocast, gradient accumulation, clipping,
-progress, ``metrics.jsonl``, one checkpoint schema (engine/state.py), Ctrl-C at an update boundary
-and bit-identical resume. Data is a function of the update index, so resuming needs no loader state.
+the optimizer step fused into backward (``step_in_backward``), progress, ``metrics.jsonl``, one
+checkpoint schema (engine/state.py), Ctrl-C at an update boundary and bit-identical resume. Data is
+a function of the update index, so resuming needs no loader state.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from leantrain.engine.config import EngineConfig
 from leantrain.engine.processes import Batch, fully_shard_model, local_micro_batches, make_accelerator
 from leantrain.io import MetricsWriter, load_checkpoint, save_checkpoint
 from leantrain.io.interrupt import StopRequest
+from leantrain.optim.in_backward import StepInBackward
 from leantrain.sampling import sample_ids
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -225,8 +227,12 @@ class Engine:
             self.eval_seconds += time.perf_counter() - started
         return record
 
-    def _update(self, task: TrainTask, batch: Batch, optimizer: Optimizer) -> tuple[float, float]:
-        """One optimizer update from one global batch: (global mean loss, gradient norm before clipping)."""
+    def _update(self, task: TrainTask, batch: Batch, optimizer: Optimizer,
+                stepper: StepInBackward | None) -> tuple[float, float]:
+        """One optimizer update from one global batch: (global mean loss, gradient norm before clipping).
+
+        With ``stepper`` the backward itself updates the parameters (``step_in_backward``).
+        """
         micros = local_micro_batches(batch, self.rank, self.world_size, self.config.grad_accum)
         loss_sum = torch.zeros((), dtype=torch.float64)
         for index, (micro, weight) in enumerate(micros):
@@ -242,13 +248,16 @@ class Engine:
                     loss = task.loss(self.model, micro)
                 (loss * weight).backward()
             loss_sum += loss.detach().double().cpu() * weight
-        parameters = [p for p in self.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
-        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-        if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grads_with_norm_(parameters, self.config.grad_clip, norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if stepper is not None:  # each parameter was stepped, and its gradient freed, in backward
+            norm = stepper.grad_norm()
+        else:
+            parameters = [p for p in self.model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+            if self.config.grad_clip is not None:
+                torch.nn.utils.clip_grads_with_norm_(parameters, self.config.grad_clip, norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         return float(self.sum_over_processes(loss_sum)) / self.world_size, float(norm)
 
     def run(self, task: TrainTask, resume: bool = False) -> EngineResult:
@@ -256,6 +265,10 @@ class Engine:
         from tqdm.auto import tqdm
 
         config = self.config
+        if config.step_in_backward and self.world_size > 1:
+            raise ValueError(f"step_in_backward=True runs in one process, not {self.world_size}: its hooks would "
+                             "update each parameter with this process's gradient, before DDP's all-reduce or "
+                             "FSDP2's reduce-scatter averages it")
         torch.manual_seed(self._rank_seed())
         self.model = self._wrap(task.model)
         self.model.train()
@@ -275,11 +288,14 @@ class Engine:
             records.append(self._evaluate(task, 0, loss_window))
             self._record(metrics, records[-1])
         end = start if resume and task.finished is not None and task.finished(start) else config.max_steps
+        stepper = None
         try:
+            if config.step_in_backward:  # after the optimizer is built and its state restored
+                stepper = StepInBackward(self.unwrapped(), optimizer)
             with StopRequest() as stop:
                 for step in range(start + 1, end + 1):
                     lr = optimizer.param_groups[0]["lr"]
-                    loss, norm = self._update(task, task.batch(step - 1), optimizer)
+                    loss, norm = self._update(task, task.batch(step - 1), optimizer, stepper)
                     self.step = step
                     if schedule is not None:
                         schedule.step()
@@ -302,6 +318,8 @@ class Engine:
                     if last:
                         break
         finally:
+            if stepper is not None:
+                stepper.remove()
             bar.close()
             if metrics is not None:
                 metrics.close()

@@ -1,0 +1,175 @@
+"""StepInBackward (LOMO's fused update, arXiv 2306.09782): bit for bit the updates of backward, step, zero_grad
+for torch's and leantrain's optimizers, with at most one parameter's gradient alive; the engine's
+step_in_backward, its resume, its logged gradient norm and its refusals."""
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from leantrain.engine import Engine, EngineConfig, TrainTask
+from leantrain.models.presets import build_model, random_batch
+from leantrain.names import MODEL_PRESETS
+from leantrain.optim.factory import build_optimizer
+from leantrain.optim.in_backward import StepInBackward
+
+STEPS = 3
+OPTIMIZERS: dict[str, Callable[[nn.Module], torch.optim.Optimizer]] = {
+    "adamw-single-tensor": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1, foreach=False),
+    "adamw-default": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1),
+    "adamw-foreach": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1, foreach=True),
+    "sgd-momentum": lambda m: torch.optim.SGD(m.parameters(), lr=1e-2, momentum=0.9),
+    "galore": lambda m: build_optimizer("galore", m, lr=1e-2, rank=4, update_proj_gap=2, weight_decay=0.1),
+    "dct": lambda m: build_optimizer("dct", m, lr=1e-2, rank=4),
+}
+
+
+def tied_llama() -> nn.Module:
+    torch.manual_seed(0)
+    config = LlamaConfig(**MODEL_PRESETS["llama-tiny"][1], tie_word_embeddings=True, use_cache=False)
+    return LlamaForCausalLM(config)
+
+
+def train(model: nn.Module, optimizer: torch.optim.Optimizer, fused: bool) -> list[float]:
+    """STEPS updates, fused into backward or ordinary; returns the gradient norms."""
+    norms = []
+    stepper = StepInBackward(model, optimizer) if fused else None
+    for step in range(STEPS):
+        model(**random_batch(model, 2, 8, seed=step)).loss.backward()
+        if fused:
+            assert all(p.grad is None for p in model.parameters())  # every gradient stepped and freed
+            norms.append(float(stepper.grad_norm()))
+        else:
+            norms.append(float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    return norms
+
+
+def assert_identical(a, b) -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_identical(a[key], b[key])
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_identical(x, y)
+    else:
+        assert a == b
+
+
+def run_both(build: Callable[[], nn.Module], make: Callable[[nn.Module], torch.optim.Optimizer]):
+    runs = []
+    for fused in (False, True):
+        model = build()
+        optimizer = make(model)
+        runs.append((model, optimizer, train(model, optimizer, fused)))
+    return runs
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_fused_updates_equal_the_ordinary_step_bit_for_bit(name):
+    (plain, plain_opt, plain_norms), (fused, fused_opt, fused_norms) = run_both(
+        lambda: build_model("llama-tiny"), OPTIMIZERS[name])
+    assert_identical(plain.state_dict(), fused.state_dict())
+    assert_identical(plain_opt.state_dict(), fused_opt.state_dict())
+    assert plain_norms == fused_norms
+
+
+def test_a_tied_weight_is_stepped_once_per_backward_with_one_gradient_alive():
+    model = tied_llama()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    optimizer = OPTIMIZERS["adamw-default"](model)
+    parameters = list(model.parameters())
+    largest = max(p.numel() * p.element_size() for p in parameters)
+    stepped, live_bytes = [], []
+
+    def observe(optimizer, args, kwargs) -> None:  # runs inside each hook's optimizer.step()
+        with_grad = [p for p in parameters if p.grad is not None]
+        stepped.extend(id(p) for p in with_grad)
+        live_bytes.append(sum(p.grad.numel() * p.grad.element_size() for p in with_grad))
+
+    optimizer.register_step_pre_hook(observe)
+    with StepInBackward(model, optimizer):
+        model(**random_batch(model, 2, 8)).loss.backward()
+    assert sorted(stepped) == sorted(id(p) for p in parameters)  # each once, the tied weight included
+    assert max(live_bytes) <= largest < sum(p.numel() * p.element_size() for p in parameters)
+    model(**random_batch(model, 2, 8)).loss.backward()  # hooks removed: the gradients stay
+    assert all(p.grad is not None for p in parameters)
+
+    (plain, _, plain_norms), (fused, _, fused_norms) = run_both(tied_llama, OPTIMIZERS["adamw-default"])
+    assert_identical(plain.state_dict(), fused.state_dict())
+    assert plain_norms == fused_norms
+
+
+def test_registration_refuses_what_it_cannot_step_exactly():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"does not hold 1\.weight, 1\.bias"):
+        StepInBackward(model, torch.optim.SGD(model[0].parameters(), lr=0.1))
+    with pytest.raises(ValueError, match=r"holds 2 trainable parameter\(s\) that the model does not"):
+        StepInBackward(model[0], torch.optim.SGD(model.parameters(), lr=0.1))
+    model(torch.ones(1, 4)).sum().backward()
+    with pytest.raises(ValueError, match=r"0\.weight, 0\.bias, 1\.weight, 1\.bias already hold a gradient"):
+        StepInBackward(model, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_engine_config_refuses_clipping_and_accumulation_with_step_in_backward():
+    with pytest.raises(ValueError, match=r"grad_clip=1\.0 cannot go with step_in_backward=True"):
+        EngineConfig(max_steps=1, grad_clip=1.0, step_in_backward=True)
+    with pytest.raises(ValueError, match=r"grad_accum=2 cannot go with step_in_backward=True"):
+        EngineConfig(max_steps=1, grad_accum=2, step_in_backward=True)
+    with pytest.raises(ValueError, match=r"step_in_backward='yes' must be True or False"):
+        EngineConfig(max_steps=1, step_in_backward="yes")
+
+
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=1, use_cache=False))
+
+
+def batch(update: int) -> dict[str, torch.Tensor]:
+    ids = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(update))
+    return {"input_ids": ids, "labels": ids}
+
+
+def task() -> TrainTask:
+    return TrainTask(model=tiny(), batch=batch,
+                     build_optimizer=lambda m: build_optimizer("dct", m, lr=1e-2, rank=4, weight_decay=0.1),
+                     build_schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 / (1 + step)),
+                     evaluate=lambda engine: {"val_loss": float(engine.model(**batch(99)).loss)})
+
+
+def engine_run(run_dir, fused: bool, max_steps: int, resume: bool = False):
+    logged = []
+    config = EngineConfig(max_steps=max_steps, eval_every=2, step_in_backward=fused, show_progress=False)
+    run_task = task()
+    result = Engine(config, run_dir, on_record=logged.append).run(run_task, resume=resume)
+    return result, logged, run_task.model.state_dict()
+
+
+def test_the_engine_fused_run_and_its_resume_equal_the_ordinary_run(tmp_path):
+    plain, plain_logged, plain_model = engine_run(None, fused=False, max_steps=4)
+    fused, fused_logged, fused_model = engine_run(None, fused=True, max_steps=4)
+    assert [r["step"] for r in plain_logged if "grad_norm" in r] == [1, 2, 3, 4]
+    assert fused_logged == plain_logged  # loss, lr, grad_norm and the evaluations
+    assert fused.records == plain.records
+    assert_identical(fused_model, plain_model)
+
+    engine_run(tmp_path, fused=True, max_steps=2)
+    resumed, resumed_logged, resumed_model = engine_run(tmp_path, fused=True, max_steps=4, resume=True)
+    assert resumed_logged == [r for r in plain_logged if r["step"] > 2]
+    assert resumed.records == plain.records
+    assert_identical(resumed_model, plain_model)
+
+
+def test_the_engine_refuses_step_in_backward_on_several_processes():
+    engine = Engine(EngineConfig(max_steps=1, step_in_backward=True, show_progress=False))
+    engine.world_size = 2  # as under torchrun: refused before anything collective runs
+    with pytest.raises(ValueError, match=r"step_in_backward=True runs in one process, not 2"):
+        engine.run(task())
