@@ -21,6 +21,7 @@ _EXPORTS = {
     "apply_lora": "leantrain.models.lora",
     "LeanConfig": "leantrain.lean",
     "apply_lean": "leantrain.lean",
+    "apply_checkpointing": "leantrain.lean.checkpointing",
     "lean_modules": "leantrain.lean",
     "remove_lean": "leantrain.lean",
     "MemoryReport": "leantrain.memory",
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from leantrain import optim, schedules
     from leantrain.convert import Conversion, conversions, prepare
     from leantrain.lean import LeanConfig, apply_lean, lean_modules, remove_lean
+    from leantrain.lean.checkpointing import apply_checkpointing
     from leantrain.memory import MemoryReport, measure_memory
     from leantrain.models.lora import apply_lora
     from leantrain.sampling import (

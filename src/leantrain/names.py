@@ -15,6 +15,10 @@ TARGET_PRESETS = ("paper", "all-linear")
 # Optimizers by name (optim/factory.py); the low-rank ones keep Adam's states of linear weights in a subspace.
 LOW_RANK_OPTIMIZERS = ("galore", "fira", "frugal", "dct")
 OPTIMIZERS = ("adamw", "sgd", *LOW_RANK_OPTIMIZERS)
+# Activation checkpointing of whole layers (lean/checkpointing.py): keep the input only, or the matmul results too.
+CHECKPOINTING = ("layers", "selective")
+# Bits per element of Adam's moments (optim/quantized_state.py): fp32, or block-wise 8-bit.
+STATE_BITS = (32, 8)
 # The training engine's precisions (bf16: autocast) and layouts of several processes (engine/config.py).
 PRECISIONS = ("fp32", "bf16")
 LAYOUTS = ("ddp", "fsdp2")
@@ -51,5 +55,6 @@ MODEL_PRESETS: dict[str, tuple[str, dict]] = {
                                    "num_key_value_heads": 2, "intermediate_size": 172, "vocab_size": 1000}),
     "gpt2-tiny": ("GPT2Config", {"n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 1000}),
 }
-# What ``models.presets.build_model`` and ``leantrain memory`` accept by name (besides a HF model folder).
-MODEL_NAMES = (*MODEL_PRESETS, "minilm")
+# What ``models.presets.build_model`` and ``leantrain memory`` accept by name (besides a HF model folder):
+# the presets, the offline pretrained MiniLM-L6 and SmolLM2-135M-Instruct (the default causal LM).
+MODEL_NAMES = (*MODEL_PRESETS, "minilm", "smollm2")

@@ -15,9 +15,9 @@ from leantrain import __version__
 
 
 def _commands() -> list[ModuleType]:
-    from leantrain.cli import demo, finetune, hyperfit, memory, pretrain, rl, schedule
+    from leantrain.cli import demo, finetune, hyperfit, memory, pretrain, rl, schedule, sft
 
-    return [demo, finetune, hyperfit, memory, pretrain, rl, schedule]
+    return [sft, demo, finetune, hyperfit, memory, pretrain, rl, schedule]
 
 
 def build_parser() -> argparse.ArgumentParser:

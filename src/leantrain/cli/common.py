@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 
 def is_main_process() -> bool:
@@ -68,3 +69,53 @@ def sampling_config(args: argparse.Namespace):
     if args.sampling is None:
         return None
     return SamplingConfig.from_spec(args.sampling, importance=args.importance, seed=args.seed)
+
+
+_SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(?:([kmg])(i?)(b?)|b?)\s*", re.IGNORECASE)
+
+
+def memory_size(text: str) -> int:
+    """``"4GiB"``, ``"512MiB"``, ``"1.5G"`` (binary), ``"2GB"`` (decimal) or a number of bytes -> bytes."""
+    match = _SIZE.fullmatch(text)
+    if match is None or not float(match.group(1)) > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive size like 4GiB, 512MiB or 1.5G")
+    number, prefix, binary, byte = match.groups()
+    power = "kmg".index(prefix.lower()) + 1 if prefix else 0
+    decimal = bool(byte) and not binary  # "GB" is 10^9; "G", "GiB" are 2^30
+    return int(float(number) * (1000 if decimal else 1024) ** power)
+
+
+def add_memory_arguments(parser: argparse.ArgumentParser, budget: bool = True) -> None:
+    """The memory parts of ``leantrain.memory.options.MemoryOptions`` (the optimizer's are in its group)."""
+    from leantrain.names import CHECKPOINTING, STATE_BITS
+
+    group = parser.add_argument_group("memory (docs/memory.md: what each saves and costs)")
+    group.add_argument("--lora", "--lora-rank", dest="lora", type=int, default=None, metavar="RANK",
+                       help="LoRA of this rank instead of full")
+    group.add_argument("--lora-layers", type=int, default=None, metavar="N", help="LoRA on the last N blocks only")
+    group.add_argument("--checkpointing", default=None, choices=CHECKPOINTING,
+                       help="rerun each layer in backward: keep its input only (layers), or its matmul results too "
+                            "(selective) (default: off)")
+    group.add_argument("--lean", action="store_true", help="swap in the exact memory-lean companions")
+    group.add_argument("--chunked-loss", action="store_true",
+                       help="the LM-head loss in chunks, never the B x L x V logits (part of --lean)")
+    group.add_argument("--state-bits", type=int, default=32, choices=STATE_BITS,
+                       help="bits per element of Adam's moments: 8 = block-wise 8-bit states (default 32)")
+    group.add_argument("--step-in-backward", action="store_true",
+                       help="update each parameter as soon as its gradient is ready and free it (no gradient "
+                            "buffer; no global-norm clipping, no --grad-accum)")
+    if budget:
+        group.add_argument("--memory-budget", type=memory_size, default=None, metavar="SIZE",
+                           help="let the planner choose the parts above: the fastest combination whose step fits "
+                                "SIZE (e.g. 4GiB), keeping --lora and --optim")
+    add_sampling_arguments(parser)
+
+
+def memory_options(args: argparse.Namespace, optimizer: str):
+    """The ``MemoryOptions`` of the flags above (``optimizer``: the optimizer's name)."""
+    from leantrain.memory.options import MemoryOptions
+
+    return MemoryOptions(lora=args.lora, lora_layers=args.lora_layers, sampling=sampling_config(args),
+                         checkpointing=args.checkpointing, lean=args.lean, chunked_loss=args.chunked_loss,
+                         optimizer=optimizer, rank=args.rank, state_bits=args.state_bits,
+                         step_in_backward=args.step_in_backward)

@@ -13,9 +13,11 @@ state, so gradients are bit-identical to the stock block's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint, noop_context_fn
 
 from leantrain.lean.replacement import LeanReplacement
 
@@ -32,15 +34,16 @@ class RecomputedModule(LeanReplacement):
     parameter objects are unchanged. A call given a KV cache runs the block as is (a rerun would
     append to the cache twice): train with ``use_cache=False`` to have attention recomputed."""
 
-    def __init__(self, original: nn.Module) -> None:
+    def __init__(self, original: nn.Module, context_fn: Callable = noop_context_fn) -> None:
         super().__init__(original)
         self._modules, self._parameters, self._buffers = original._modules, original._parameters, original._buffers
+        self.context_fn = context_fn  # torch.utils.checkpoint's: a selective policy keeps some results
 
     def forward(self, *args, **kwargs):
         self.original.training = self.training
         if not torch.is_grad_enabled() or any(kwargs.get(name) is not None for name in _CACHE_ARGUMENTS):
             return self.original(*args, **kwargs)
-        return checkpoint(self.original, *args, use_reentrant=False, **kwargs)
+        return checkpoint(self.original, *args, use_reentrant=False, context_fn=self.context_fn, **kwargs)
 
     def extra_repr(self) -> str:
         return f"recomputes {type(self.original).__name__} in backward"

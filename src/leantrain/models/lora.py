@@ -44,3 +44,20 @@ def apply_lora(model: nn.Module, rank: int = 8, targets: Targets | None = None, 
         if name.split(".")[0] in TASK_HEADS:
             parameter.requires_grad_(True)
     return {name: f"LoRA rank {rank} (alpha {rank}, dropout {dropout})" for name in names}
+
+
+def merge_lora(model: nn.Module) -> dict[str, str]:
+    """Fold every LoRA adapter into its base weight (W + BA·alpha/r) and put the plain layer back, in place;
+    returns merged module name -> the layer now there. The model is then a stock model."""
+    from peft.tuners.lora import LoraLayer
+
+    merged = {}
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.get_base_layer())
+            merged[name] = type(module.get_base_layer()).__name__
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return merged

@@ -19,8 +19,10 @@ def is_causal_lm(model: nn.Module) -> bool:
 
 def build_model(name: str, seed: int = 0) -> nn.Module:
     """A preset (``MODEL_PRESETS``, random weights drawn with ``seed``), ``"minilm"`` (offline
-    pretrained encoder) or a local HF model folder, set up for training: eager attention,
-    training mode, no KV cache (``use_cache=False``, as for gradient checkpointing)."""
+    pretrained encoder), ``"smollm2"`` (offline SmolLM2-135M-Instruct) or a local HF model folder, set
+    up for training: eager attention, training mode, no KV cache (``use_cache=False``, as for gradient
+    checkpointing), and every weight in the process's own memory (``from_pretrained`` maps the files:
+    their pages would become resident only when the first step reads them, inside its measured peak)."""
     import transformers
 
     torch.manual_seed(seed)
@@ -37,6 +39,10 @@ def build_model(name: str, seed: int = 0) -> nn.Module:
         from leantrain.models.pretrained import minilm_path
 
         folder = minilm_path()
+    elif name == "smollm2":
+        from leantrain.models.smollm2 import smollm2_path
+
+        folder = smollm2_path()
     else:
         folder = Path(name)
         if not (folder / "config.json").is_file():
@@ -53,6 +59,9 @@ def build_model(name: str, seed: int = 0) -> nn.Module:
 
 def _for_training(model: nn.Module) -> nn.Module:
     model.config.use_cache = False
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.data = tensor.data.clone()
     return model.train()
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from leantrain.convert import Conversion, conversions
+from leantrain.convert import Conversion
 from leantrain.engine import Engine, EngineConfig
-from leantrain.models.lora import apply_lora
+from leantrain.memory.options import MemoryOptions
 from leantrain.module_names import LastLayers
 from leantrain.sampling import SamplingConfig
 
@@ -40,14 +40,11 @@ def load_causal_lm(folder: Path) -> tuple[nn.Module, object]:
 
 def lm_conversions(lora: int | None, lora_layers: int | None, sampling: SamplingConfig | None, lean: bool,
                    num_layers: int) -> tuple[Conversion, ...]:
-    """LoRA (all linear layers but the head, or the last ``lora_layers`` blocks; no dropout), then
-    sampling, then lean: the order of ``lt.prepare``."""
-    steps = list(conversions(None, sampling, lean))
-    if lora is not None:
-        chosen = None if lora_layers is None else LastLayers(lora_layers, num_layers)
-        steps.insert(0, Conversion("lora", apply_lora, {"rank": lora, "targets": "all-linear", "filter_fn": chosen,
-                                                         "dropout": 0.0}))
-    return tuple(steps)
+    """LoRA (all linear layers but the head, or the last ``lora_layers`` of the ``num_layers`` blocks, checked
+    here; no dropout), then sampling, then lean: the order of ``lt.prepare``."""
+    if lora_layers is not None:
+        LastLayers(lora_layers, num_layers)  # a bad count fails now, not when the model is converted
+    return MemoryOptions(lora=lora, lora_layers=lora_layers, sampling=sampling, lean=lean).conversions()
 
 
 def open_run(engine_config: EngineConfig, output_dir: str, model: str, seed: int,

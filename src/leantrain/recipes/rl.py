@@ -44,8 +44,8 @@ from leantrain.recipes.causal_lm import lm_conversions, load_causal_lm, model_fo
 from leantrain.rl.collect import Collector, CollectSettings
 from leantrain.rl.problems import Problems, load_problems
 from leantrain.rl.rewards import RewardFunction
-from leantrain.rl.rollouts import encode_prompts, generate_rollouts
-from leantrain.rl.scoring import correct, score_rollouts
+from leantrain.rl.rollouts import encode_prompts
+from leantrain.rl.scoring import answer_accuracy
 from leantrain.rl.training_loss import LossSettings, RLLoss, rollout_batch
 from leantrain.sampling import SamplingConfig
 from leantrain.validation import is_positive_int
@@ -242,17 +242,11 @@ def load_policy(source: str | Path) -> tuple[nn.Module, Any, RLConfig | None]:
 def greedy_accuracy(policy: nn.Module, tokenizer, problems: Problems, prompt_ids: list[list[int]],
                     config: RLConfig) -> dict[str, float]:
     """Accuracy of greedy answers, and of one sample at the rollout temperature (seeded), on ``problems``."""
-    indices = list(range(len(problems)))
-    result = {}
-    for name, temperature in (("greedy", 0.0), ("sampled", config.temperature)):
-        with torch.random.fork_rng():
-            torch.manual_seed(config.seed)
-            rollouts = generate_rollouts(policy, prompt_ids, [1] * len(indices), max_new_tokens=config.max_new_tokens,
-                                         temperature=temperature, top_p=config.top_p if temperature else 1.0,
-                                         batch_size=config.generation_batch)
-        result[f"heldout_{name}_accuracy"] = float(correct(score_rollouts(problems, indices, rollouts,
-                                                                            tokenizer).rewards).float().mean())
-    return result
+    return {f"heldout_{name}_accuracy": answer_accuracy(policy, tokenizer, problems, prompt_ids,
+                                                         max_new_tokens=config.max_new_tokens, temperature=temperature,
+                                                         top_p=config.top_p, batch_size=config.generation_batch,
+                                                         seed=config.seed)
+            for name, temperature in (("greedy", 0.0), ("sampled", config.temperature))}
 
 
 class RolloutBuffer:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from leantrain.rl.problems import Problems
 from leantrain.rl.rewards import Scores, score_completions
-from leantrain.rl.rollouts import Rollouts
+from leantrain.rl.rollouts import Rollouts, generate_rollouts
 
 SOLVED = 1.0
 
@@ -45,3 +45,16 @@ def correct_per_group(rewards: Tensor, group: Tensor, groups: int) -> tuple[Tens
     solved = torch.zeros(groups, dtype=torch.long).index_add_(0, group, correct(rewards).long())
     scored = torch.zeros(groups, dtype=torch.long).index_add_(0, group, (~torch.isnan(rewards)).long())
     return solved, scored
+
+
+def answer_accuracy(policy: nn.Module, tokenizer, problems: Problems, prompt_ids: Sequence[Sequence[int]], *,
+                    max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 64,
+                    seed: int = 0) -> float:
+    """Share of ``problems`` (prompts ``prompt_ids``) answered correctly by one completion each: greedy at
+    ``temperature=0``, else sampled from ``seed`` (the caller's RNG is left as it was)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        rollouts = generate_rollouts(policy, prompt_ids, [1] * len(problems), max_new_tokens=max_new_tokens,
+                                     temperature=temperature, top_p=top_p if temperature else 1.0,
+                                     batch_size=batch_size)
+    return float(correct(score_rollouts(problems, range(len(problems)), rollouts, tokenizer).rewards).float().mean())
