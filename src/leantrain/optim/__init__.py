@@ -1,6 +1,7 @@
-"""Low-rank optimizers: optimizer states in a subspace (GaLore, Fira, FRUGAL, SVD-free DCT)."""
+"""Low-rank optimizers: optimizer states in a subspace (GaLore, Fira, FRUGAL, SVD-free DCT), optionally 8-bit."""
 
 from leantrain.memory.state_bytes import optimizer_state_bytes  # re-exported: the optimizers' own figure
+from leantrain.optim.adamw8bit import AdamW8bit
 from leantrain.optim.base import LowRankOptimizer
 from leantrain.optim.dct import DCTAdamW
 from leantrain.optim.factory import OPTIMIZERS, build_optimizer
@@ -8,14 +9,17 @@ from leantrain.optim.fira import FiraAdamW
 from leantrain.optim.frugal import FrugalAdamW
 from leantrain.optim.galore import GaLoreAdamW
 from leantrain.optim.param_groups import param_groups
+from leantrain.optim.quantized_state import QuantizedState
 
 __all__ = [
     "OPTIMIZERS",
+    "AdamW8bit",
     "DCTAdamW",
     "FiraAdamW",
     "FrugalAdamW",
     "GaLoreAdamW",
     "LowRankOptimizer",
+    "QuantizedState",
     "build_optimizer",
     "optimizer_state_bytes",
     "param_groups",

@@ -4,7 +4,8 @@ Param groups follow galore-torch and the HF Trainer's ``optim_args``: a group is
 a ``rank`` key; ``update_proj_gap`` (T), ``scale`` (α) and ``proj_type`` default from the
 constructor. Adam is the transformers/galore-torch form, ψ = M / (√V + ε) with the bias correction
 √(1 − β₂ᵗ) / (1 − β₁ᵗ) folded into the step size; weight decay is decoupled and applied after the
-update, W ← W − η·λ·W (Loshchilov & Hutter 2019), as in galore-torch.
+update, W ← W − η·λ·W (Loshchilov & Hutter 2019), as in galore-torch. ``state_bits=8`` (a constructor
+option and a group key) keeps the moments block-wise 8-bit (``quantized_state``, Dettmers et al. 2022).
 """
 
 from __future__ import annotations
@@ -15,15 +16,27 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
+from leantrain.names import STATE_BITS
 from leantrain.optim.projectors import PROJ_TYPES, projected_size
+from leantrain.optim.quantized_state import QuantizedState, quantizable
 from leantrain.optim.sharding import RowShards, check_row_sharded
 from leantrain.validation import is_positive_int
+
+_INNER_KEYS = ("adam_step", "exp_avg", "exp_avg_sq", "exp_avg_codes", "exp_avg_scales", "exp_avg_sq_codes",
+               "exp_avg_sq_scales")  # the fp32 and the 8-bit moments
 
 
 def _positive_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def check_state_bits(state_bits: Any) -> None:
+    """Raise ValueError unless ``state_bits`` is one of STATE_BITS (``leantrain.names``)."""
+    if isinstance(state_bits, bool) or state_bits not in STATE_BITS:
+        raise ValueError(f"state_bits={state_bits!r} is not one of {STATE_BITS} (bits per element of Adam's moments)")
 
 
 class LowRankOptimizer(Optimizer):
@@ -33,6 +46,11 @@ class LowRankOptimizer(Optimizer):
     which a subclass or test may override (e.g. plain SGD, to check a projection in isolation).
     Under FSDP2 a low-rank weight's math runs on its local rows; matrix ops go through
     :class:`~leantrain.optim.sharding.RowShards` (plain groups do element-wise math on the DTensors).
+
+    ``state_bits`` (32 or 8; also a group key, which wins): with 8, the inner rule keeps Adam's two
+    moments of each tensor of ≥ 4096 values (a whole number of 256-value blocks) block-wise 8-bit;
+    smaller ones keep ordinary moments. Under FSDP2 8-bit moments are those of the local shard, plain
+    per-rank tensors (as the low-rank state is).
     """
 
     def __init__(
@@ -42,6 +60,7 @@ class LowRankOptimizer(Optimizer):
         betas: tuple[float, float],
         eps: float,
         weight_decay: float,
+        state_bits: int = 32,
         **low_rank_defaults: Any,
     ) -> None:
         if not (isinstance(lr, int | float) and lr >= 0):
@@ -52,12 +71,19 @@ class LowRankOptimizer(Optimizer):
             raise ValueError(f"eps={eps!r} must be >= 0")
         if not weight_decay >= 0:
             raise ValueError(f"weight_decay={weight_decay!r} must be >= 0")
-        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, **low_rank_defaults}
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+                    "state_bits": state_bits, **low_rank_defaults}
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("state_bits", 32)  # a state_dict saved before state_bits existed
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
+        check_state_bits(group["state_bits"])
         if "rank" in group:
             self.validate_low_rank_group(group)
 
@@ -93,23 +119,46 @@ class LowRankOptimizer(Optimizer):
         return True
 
     def inner_rule(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> tuple[Tensor, float]:
-        """Adam on ``grad``: update the moments in ``state``; return ψ = M/(√V+ε) and its bias correction."""
-        if "exp_avg" not in state:
-            state["exp_avg"] = torch.zeros_like(grad)
-            state["exp_avg_sq"] = torch.zeros_like(grad)
+        """Adam on ``grad``: update the moments in ``state``; return ψ = M/(√V+ε) and its bias correction.
+
+        8-bit moments (``exp_avg_codes``/``_scales``, ``exp_avg_sq_codes``/``_scales``) are dequantized,
+        updated in fp32, requantized, and ψ is taken from the fp32 values just computed (torchao's order).
+        """
+        local = grad.to_local() if isinstance(grad, DTensor) else grad
+        if "adam_step" not in state:
             state["adam_step"] = 0
+            if group["state_bits"] == 8 and quantizable(local):
+                for moment, signed in (("exp_avg", True), ("exp_avg_sq", False)):
+                    zeros = QuantizedState.zeros(local.shape, signed, local.device)
+                    state[f"{moment}_codes"], state[f"{moment}_scales"] = zeros.codes, zeros.scales
+            else:
+                state["exp_avg"] = torch.zeros_like(grad)
+                state["exp_avg_sq"] = torch.zeros_like(grad)
         beta1, beta2 = group["betas"]
         state["adam_step"] += 1
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
         correction = math.sqrt(1.0 - beta2 ** state["adam_step"]) / (1.0 - beta1 ** state["adam_step"])
-        return exp_avg / exp_avg_sq.sqrt().add_(group["eps"]), correction
+        if "exp_avg" in state:
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+            return exp_avg / exp_avg_sq.sqrt().add_(group["eps"]), correction
+        quantized_avg = QuantizedState(state["exp_avg_codes"], state["exp_avg_scales"], signed=True)
+        quantized_avg_sq = QuantizedState(state["exp_avg_sq_codes"], state["exp_avg_sq_scales"], signed=False)
+        grad32 = local.float()
+        exp_avg = quantized_avg.dequantize().mul_(beta1).add_(grad32, alpha=1.0 - beta1)
+        exp_avg_sq = quantized_avg_sq.dequantize().mul_(beta2).addcmul_(grad32, grad32, value=1.0 - beta2)
+        quantized_avg.copy_(exp_avg)
+        quantized_avg_sq.copy_(exp_avg_sq)
+        direction = (exp_avg / exp_avg_sq.sqrt().add_(group["eps"])).to(local.dtype)
+        if isinstance(grad, DTensor):
+            direction = DTensor.from_local(direction, grad.device_mesh, grad.placements, run_check=False,
+                                           shape=grad.shape, stride=grad.stride())
+        return direction, correction
 
     @staticmethod
     def reset_inner_state(state: dict[str, Any]) -> None:
         """Forget the inner rule's statistics (FRUGAL's ``reset_statistics`` at a refresh)."""
-        for key in ("exp_avg", "exp_avg_sq", "adam_step"):
+        for key in _INNER_KEYS:
             state.pop(key, None)
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 Weight decay goes to matrices only (embeddings and linear weights), never to norms and biases.
 The low-rank optimizers get ``param_groups``' split: linear weights in the rank-``rank`` group,
-everything else in plain AdamW.
+everything else in plain AdamW. ``state_bits=8`` keeps Adam's moments block-wise 8-bit.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from leantrain.names import OPTIMIZERS
+from leantrain.optim.adamw8bit import AdamW8bit
+from leantrain.optim.base import check_state_bits
 from leantrain.optim.dct import DCTAdamW
 from leantrain.optim.fira import FiraAdamW
 from leantrain.optim.frugal import FrugalAdamW
@@ -40,16 +42,25 @@ def _split_decay(groups: list[dict], weight_decay: float) -> list[dict]:
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0,
                     betas: tuple[float, float] = (0.9, 0.999), rank: int | None = None,
-                    update_proj_gap: int | None = None, **low_rank_options: Any) -> torch.optim.Optimizer:
+                    update_proj_gap: int | None = None, state_bits: int = 32,
+                    **low_rank_options: Any) -> torch.optim.Optimizer:
     """``name``: one of OPTIMIZERS (``leantrain.names``).
 
     For the low-rank ones, ``rank`` (default 128) sizes the subspace of the linear weights (``param_groups``), and
     ``update_proj_gap`` and the other group keys in ``low_rank_options`` (``scale``, ``proj_type``)
     left at None take the optimizer class's own default (DCT refreshes every step, GaLore every
     200). AdamW and SGD take none of those and raise if one is set.
+
+    ``state_bits``: 32 (fp32 moments; "adamw" is ``torch.optim.AdamW``) or 8 (block-wise 8-bit moments,
+    ``quantized_state``; "adamw" is :class:`AdamW8bit`, the low-rank ones get the group key
+    ``state_bits``). SGD keeps no moments and refuses 8.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer={name!r} is not one of {OPTIMIZERS}")
+    check_state_bits(state_bits)
+    if name == "sgd" and state_bits != 32:
+        raise ValueError(f"optimizer='sgd' keeps no moments to quantize, got state_bits={state_bits!r}; "
+                         f"state_bits=8 is for {', '.join(n for n in OPTIMIZERS if n != 'sgd')}")
     options = {key: value for key, value in {"update_proj_gap": update_proj_gap, **low_rank_options}.items()
                if value is not None}
     if name in LOW_RANK:
@@ -59,7 +70,8 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float 
         if unknown:
             raise ValueError(f"optimizer={name!r} does not take {', '.join(unknown)}; it takes {', '.join(taken)}")
         groups = param_groups(model, rank=DEFAULT_RANK if rank is None else rank, **options)
-        return optimizer_class(_split_decay(groups, weight_decay), lr=lr, betas=betas)
+        groups = [{**group, "state_bits": state_bits} for group in _split_decay(groups, weight_decay)]
+        return optimizer_class(groups, lr=lr, betas=betas)
     if rank is not None:
         options = {"rank": rank, **options}
     if options:
@@ -68,4 +80,6 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float 
     groups = _split_decay([{"params": [p for p in model.parameters() if p.requires_grad]}], weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr)
+    if state_bits == 8:
+        return AdamW8bit(groups, lr=lr, betas=betas)
     return torch.optim.AdamW(groups, lr=lr, betas=betas)

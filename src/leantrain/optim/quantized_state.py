@@ -1,0 +1,85 @@
+"""Block-wise 8-bit optimizer state (Dettmers et al. 2022, 8-bit Optimizers via Block-wise Quantization, 2110.02861).
+
+The algorithm of torchao 0.18's ``OptimState8bit``: the tensor is cut into blocks of 256 values (§2.1);
+each block keeps its absmax s (fp32) and each value x the uint8 code c of the dynamic map entry
+nearest to x/s (§2.2, the dynamic tree map without zero padding: 256 sorted values in [-1, 1] signed,
+[0, 1] unsigned, finer near 0), so x ≈ map[c]·s. 1 + 4/256 bytes per value instead of 4.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+BLOCK_SIZE = 256
+MIN_NUMEL = 4096  # smaller tensors stay fp32 (bitsandbytes' and torchao's rule)
+
+
+def quantizable(tensor: Tensor) -> bool:
+    """Whether an optimizer keeps ``tensor``'s state 8-bit: ≥ 4096 values, whole blocks (torchao's rule)."""
+    return tensor.numel() >= MIN_NUMEL and tensor.numel() % BLOCK_SIZE == 0
+
+
+@lru_cache(maxsize=8)
+def dynamic_map(signed: bool, device: torch.device | str = "cpu") -> Tensor:
+    """The 256 sorted fp32 code values: 0, 1 and, per decade 10^(i−6)·[0.1, 1] (i = 0…6), the midpoints
+    of 2^i (signed: ± each) or 2^(i+1) equal cells; the same fp32 arithmetic as torchao's ``create_dynamic_map``."""
+    values = [torch.tensor([0.0, 1.0])]
+    for i in range(7):
+        boundaries = torch.linspace(0.1, 1, (2**i if signed else 2 ** (i + 1)) + 1)
+        means = (10 ** (i - 6)) * ((boundaries[:-1] + boundaries[1:]) / 2.0)
+        values += [means, -means] if signed else [means]
+    return torch.cat(values).sort().values.to(device)
+
+
+class QuantizedState:
+    """One 8-bit tensor: ``codes`` (uint8, the tensor's shape) and ``scales`` (fp32, one absmax per block).
+
+    ``signed`` picks the map (signed for Adam's first moment, unsigned for the second). ``codes`` and
+    ``scales`` are plain tensors, updated in place by :meth:`copy_`, so an optimizer can keep them in
+    its state dict.
+    """
+
+    def __init__(self, codes: Tensor, scales: Tensor, signed: bool) -> None:
+        if codes.dtype != torch.uint8 or scales.dtype != torch.float32 or scales.dim() != 1:
+            raise ValueError(f"codes must be uint8 and scales a 1-D float32 tensor, got {codes.dtype} codes and "
+                             f"{scales.dim()}-D {scales.dtype} scales")
+        if codes.numel() != scales.numel() * BLOCK_SIZE:
+            raise ValueError(f"{codes.numel()} codes need {codes.numel() / BLOCK_SIZE:g} scales (one per "
+                             f"{BLOCK_SIZE} values), got {scales.numel()}")
+        self.codes, self.scales, self.signed = codes, scales, signed
+
+    @classmethod
+    def zeros(cls, shape: torch.Size | tuple[int, ...], signed: bool,
+              device: torch.device | str | None = None) -> QuantizedState:
+        """A state that dequantizes to zeros (all scales 0, as torchao's ``OptimState8bit.zeros``)."""
+        numel = torch.Size(shape).numel()
+        if numel % BLOCK_SIZE:
+            raise ValueError(f"shape={tuple(shape)} has {numel} values, not a multiple of the block size {BLOCK_SIZE}")
+        codes = torch.zeros(shape, dtype=torch.uint8, device=device)
+        return cls(codes, torch.zeros(numel // BLOCK_SIZE, device=device), signed)
+
+    def dequantize(self) -> Tensor:
+        """map[c]·s, fp32, in the codes' shape."""
+        values = dynamic_map(self.signed, self.codes.device)[self.codes.int()]
+        return (values.view(self.scales.numel(), -1) * self.scales.view(-1, 1)).view(self.codes.shape)
+
+    def copy_(self, values: Tensor) -> QuantizedState:
+        """Quantize ``values`` (the codes' shape) into this state: per block s = max(absmax, 1e-12), then
+        each x/s to the nearest map entry, a tie going up (torchao's rounding)."""
+        if values.shape != self.codes.shape:
+            raise ValueError(f"values of shape {tuple(values.shape)} cannot go into a state of shape "
+                             f"{tuple(self.codes.shape)}")
+        blocks = values.float().reshape(-1, BLOCK_SIZE)
+        scales = blocks.abs().amax(-1).clip(1e-12)
+        scaled = blocks / scales.view(-1, 1)
+        code_map = dynamic_map(self.signed, self.codes.device)
+        below = (torch.searchsorted(code_map, scaled, right=True, out_int32=True) - 1).clamp_(min=0)  # map ≤ x/s
+        above = (below + 1).clamp_(max=code_map.numel() - 1)
+        low, high = code_map[below], code_map[above]
+        codes = torch.where(scaled - low >= (high - low) * 0.5, above, below)
+        self.codes.copy_(codes.view(self.codes.shape))
+        self.scales.copy_(scales)
+        return self
