@@ -137,10 +137,12 @@ def sample_rows(
         return None
     if method == "topk":
         return biased_topk(importance, k)
-    if not importance.sum() > 0:  # every row is zero: so is dW, and keeping nothing is exact
+    importance = importance.float()
+    total = importance.sum()
+    if not total > 0:  # every row is zero: so is dW, and keeping nothing is exact
         empty = torch.empty(0, dtype=torch.long, device=importance.device)
         return RowSample(empty, torch.empty(0, dtype=torch.float32, device=importance.device))
-    p = probabilities(importance)
+    p = importance / total  # probabilities(importance), without testing the sum on the host a second time
     if method == "crs":
         return crs(p, k, generator)
     if method == "wtacrs":

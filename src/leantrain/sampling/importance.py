@@ -31,10 +31,8 @@ RUNNING_DECAY = 0.9
 
 def with_floor(grad_norms: Tensor) -> Tensor:
     """Raise every estimate to at least GRADIENT_FLOOR × the mean estimate (1 where all are zero)."""
-    mean = grad_norms.mean()
-    if not mean > 0:
-        return torch.ones_like(grad_norms)
-    return grad_norms.clamp_min(GRADIENT_FLOOR * mean)
+    mean = grad_norms.mean()  # tested on the device (torch.where), not on the host: no synchronisation
+    return torch.where(mean > 0, grad_norms.clamp_min(GRADIENT_FLOOR * mean), torch.ones_like(grad_norms))
 
 
 class RowNorms:
