@@ -43,7 +43,9 @@ class RecomputedModule(LeanReplacement):
         self.original.training = self.training
         if not torch.is_grad_enabled() or any(kwargs.get(name) is not None for name in _CACHE_ARGUMENTS):
             return self.original(*args, **kwargs)
-        return checkpoint(self.original, *args, use_reentrant=False, context_fn=self.context_fn, **kwargs)
+        # torch.compile (dynamo) traces checkpoint only without a context_fn argument, so the no-op one is left out
+        options = {} if self.context_fn is noop_context_fn else {"context_fn": self.context_fn}
+        return checkpoint(self.original, *args, use_reentrant=False, **options, **kwargs)
 
     def extra_repr(self) -> str:
         return f"recomputes {type(self.original).__name__} in backward"
