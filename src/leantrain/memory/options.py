@@ -29,6 +29,7 @@ from leantrain.names import CHECKPOINTING, OPTIMIZERS, STATE_BITS
 from leantrain.sampling import SamplingConfig
 from leantrain.validation import is_positive_int
 
+METHOD_NAMES = {"exact": "exact", "crs": "CRS", "topk": "top-k", "wtacrs": "WTA-CRS"}
 # The lean companions off but the chunked LM-head loss.
 CHUNKED_LOSS_ONLY = LeanConfig(dropout=False, relu=False, norms=False, attention=False, recompute_mlp=False,
                                recompute_attention=False, activations=False, lm_loss=True)
@@ -95,7 +96,7 @@ class MemoryOptions:
         if self.lora is not None:
             parts.append(f"LoRA r{self.lora}" + (f" (last {self.lora_layers} layers)" if self.lora_layers else ""))
         if self.sampling is not None:
-            parts.append(f"{self.sampling.method.upper()}@{self.sampling.budget:g}")
+            parts.append(f"{METHOD_NAMES[self.sampling.method]}@{self.sampling.budget:g}")
         if self.checkpointing is not None:
             parts.append(f"checkpointing ({self.checkpointing})")
         if self.lean:

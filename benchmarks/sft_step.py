@@ -1,0 +1,262 @@
+"""One fine-tuning step at the memory frontier: leantrain's memory parts against what a user picks instead,
+side by side in one run (issue "Causal-LM fine-tuning at the memory frontier").
+
+Models and batches: SmolLM2-135M-Instruct (offline, full fine-tuning, causal-LM loss on every token) at
+``--batch`` × ``--seq`` (default 4 × 512), and BERT-base (random weights, sequence classification) at
+64 × 128; random token ids from a fixed seed, the same for every configuration. fp32, eager attention.
+
+Configurations (``CONFIGS``):
+
+- ``stock``: the HF model and ``torch.optim.AdamW``;
+- ``HF checkpointing + 8-bit AdamW``: ``model.gradient_checkpointing_enable()`` (non-reentrant) and
+  bitsandbytes' ``AdamW8bit`` (HF's ``optim="adamw_bnb_8bit"``), the one-line alternative;
+- ``TRL SFTTrainer``: TRL 1.16's trainer with its memory options on CPU, ``gradient_checkpointing=True``
+  and ``optim="adamw_bnb_8bit"`` (its fused GRPO head and Liger kernels are GPU-only or RL-only), on a
+  pre-tokenised dataset of the same rows; causal LMs only;
+- leantrain's: layer checkpointing + chunked loss + 8-bit states + step in backward (every part exact),
+  then with the lean companions, then with WTA-CRS@0.3, then GaLore (rank 128) with 8-bit states instead of
+  AdamW, and the planner's choice for a budget of twice the model's fp32 weights.
+
+Each configuration runs in a fresh subprocess: glibc's mmap threshold fixed (memory/peak.py), every
+configuration's libraries imported (bitsandbytes, TRL, leantrain), a warm-up step of a tiny layer, then
+the RSS before the model is built; the model, optimizer and batch are built
+(weights copied out of their file mapping) and ``--steps`` steps run (forward, backward, optimizer step,
+``zero_grad``). Total peak = the process's peak RSS over the steps minus its RSS before the model: weights,
+gradients, optimizer states and activations. Step time = median of the steps after the first.
+
+Run:  .venv/bin/python benchmarks/sft_step.py [--models smollm2 bert-base] [--steps 3] [--only NAME ...]
+      [--models llama-tiny --shape 2 16]   (a quick check of the script)
+      [--device cuda]   (on a GPU: allocated bytes instead of RSS; benchmarks/device.sh)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import multiprocessing
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from leantrain.memory.options import MemoryOptions
+from leantrain.sampling import SamplingConfig
+
+MIB = 2**20
+LR = 1e-5
+EXACT = MemoryOptions(checkpointing="layers", chunked_loss=True, state_bits=8, step_in_backward=True)
+SHAPES = {"smollm2": (4, 512), "bert-base": (64, 128)}
+
+
+@dataclass(frozen=True)
+class Setup:
+    kind: str  # "leantrain", "hf" or "trl"
+    options: MemoryOptions | None = None  # leantrain's parts; "planner": chosen for the budget
+    planner: bool = False
+
+
+CONFIGS = {
+    "stock": Setup("hf"),
+    "HF checkpointing + 8-bit AdamW": Setup("hf"),
+    "TRL SFTTrainer (checkpointing + 8-bit AdamW)": Setup("trl"),
+    "leantrain: checkpointing + chunked loss + 8-bit + step in backward": Setup("leantrain", EXACT),
+    "leantrain: the above + lean": Setup("leantrain", replace(EXACT, lean=True, chunked_loss=False)),
+    "leantrain: the above + WTA-CRS@0.3": Setup("leantrain", replace(EXACT, lean=True, chunked_loss=False,
+                                                                     sampling=SamplingConfig("wtacrs", 0.3))),
+    "leantrain: GaLore r128 8-bit + checkpointing + chunked loss + step in backward":
+        Setup("leantrain", replace(EXACT, optimizer="galore", rank=128)),
+    "leantrain: the planner's choice at 2x the fp32 weights": Setup("leantrain", planner=True),
+}
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _hf_step(name: str, model_name: str, batch: int, seq: int):
+    from leantrain.models.presets import build_model, random_batch
+
+    model = build_model(model_name)
+    if name.startswith("HF checkpointing"):
+        import bitsandbytes as bnb
+
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        optimizer = bnb.optim.AdamW8bit([p for p in model.parameters() if p.requires_grad], lr=LR)
+    else:
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+    return model, random_batch(model, batch, seq), optimizer
+
+
+def _leantrain_step(setup: Setup, model_name: str, batch: int, seq: int, device: str):
+    from leantrain.recipes.step_spec import StepSpec
+
+    options = setup.options
+    if setup.planner:
+        from leantrain.memory.planner import plan_memory
+        from leantrain.memory.state_bytes import parameter_bytes
+        from leantrain.models.presets import build_model
+
+        model = build_model(model_name)
+        budget = 2 * parameter_bytes(model)
+        plan = plan_memory(model, batch, seq, budget)
+        del model
+        print(plan.explain(), file=sys.stderr, flush=True)
+        options = plan.chosen
+    model, inputs, optimizer = StepSpec.of(model_name, batch, seq, options)()
+    return model, inputs, optimizer, options.describe()
+
+
+def _train_steps(model: nn.Module, inputs: dict, optimizer, steps: int, device: str) -> list[float]:
+    model.to(device)
+    inputs = {key: value.to(device) for key, value in inputs.items()}
+    seconds = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        model(**inputs).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def _trl_steps(model_name: str, batch: int, seq: int, steps: int, device: str) -> list[float]:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from leantrain.models.presets import build_model
+
+    model = build_model(model_name)
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randint(model.config.vocab_size, (batch, seq), generator=generator)
+    data = Dataset.from_dict({"input_ids": rows.repeat(steps, 1).tolist()})
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            times.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            times[-1] = time.perf_counter() - times[-1]
+
+    config = SFTConfig(output_dir="/tmp/leantrain-trl-bench", per_device_train_batch_size=batch, max_steps=steps,
+                       learning_rate=LR, gradient_checkpointing=True, optim="adamw_bnb_8bit", max_length=seq,
+                       packing=False, report_to=[], save_strategy="no", logging_strategy="no",
+                       use_cpu=device == "cpu", dataloader_num_workers=0, disable_tqdm=True, seed=0)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=data, callbacks=[Clock()])
+    trainer.train()
+    return times
+
+
+def _child(name: str, model_name: str, batch: int, seq: int, steps: int, device: str, results) -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD, as memory/peak.py
+        import bitsandbytes  # noqa: F401  every configuration's libraries are loaded before the baseline,
+        import trl  # noqa: F401  so that none is charged for code it imports
+
+        from leantrain.memory import planner  # noqa: F401
+        layer = nn.Linear(64, 64)
+        layer(torch.randn(8, 64)).sum().backward()
+        torch.optim.AdamW(layer.parameters()).step()
+        gc.collect()
+        libc.malloc_trim(0)
+        empty = _rss_kib("VmRSS")
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        setup, described = CONFIGS[name], name
+        if setup.kind == "trl":
+            seconds = _trl_steps(model_name, batch, seq, steps, device)
+        else:
+            if setup.kind == "hf":
+                model, inputs, optimizer = _hf_step(name, model_name, batch, seq)
+            else:
+                model, inputs, optimizer, described = _leantrain_step(setup, model_name, batch, seq, device)
+            seconds = _train_steps(model, inputs, optimizer, steps, device)
+        peak = (torch.cuda.max_memory_allocated() if device == "cuda"
+                else (_rss_kib("VmHWM") - empty) * 1024)
+        weights = sum(p.numel() * p.element_size() for p in
+                      {id(p): p for p in (model.parameters() if setup.kind != "trl" else [])}.values())
+        results.put({"name": name, "parts": described, "total_bytes": peak, "seconds": seconds,
+                     "weight_bytes": weights})
+    except BaseException as error:  # report, do not hang the parent
+        results.put({"name": name, "error": f"{type(error).__name__}: {error}"})
+
+
+def measure(name: str, model_name: str, batch: int, seq: int, steps: int, device: str) -> dict:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_child, args=(name, model_name, batch, seq, steps, device, results))
+    process.start()
+    result = results.get()
+    process.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(SHAPES),
+                        help="smollm2 and bert-base (their shapes above), or any name build_model knows with --shape")
+    parser.add_argument("--shape", nargs=2, type=int, default=None, metavar=("BATCH", "SEQ"),
+                        help="batch shape for every model (default: each model's in SHAPES)")
+    parser.add_argument("--steps", type=int, default=3, help="steps per configuration (time: median after the first)")
+    parser.add_argument("--only", nargs="+", default=None, help="configurations whose name starts with one of these")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args()
+    print(f"$ {shlex.join([Path(sys.executable).name, *sys.argv])}", flush=True)
+    everything = {}
+    for model_name in args.models:
+        batch, seq = args.shape or SHAPES[model_name]
+        names = [name for name in CONFIGS if args.only is None or name.startswith(tuple(args.only))]
+        if model_name == "bert-base":
+            names = [name for name in names if CONFIGS[name].kind != "trl"]  # TRL's SFT is for causal LMs
+        rows = []
+        for name in names:
+            result = measure(name, model_name, batch, seq, args.steps, args.device)
+            rows.append(result)
+            if "error" in result:
+                print(f"  {name}: {result['error']}", flush=True)
+            else:
+                print(f"  {name}: {result['total_bytes'] / MIB:,.0f} MiB, "
+                      f"{statistics.median(result['seconds'][1:] or result['seconds']):.1f} s/step", flush=True)
+        everything[model_name] = rows
+        table(model_name, batch, seq, rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(everything, indent=2))
+
+
+def table(model_name: str, batch: int, seq: int, rows: list[dict]) -> None:
+    done = [row for row in rows if "error" not in row]
+    if not done:
+        return
+    weights = max(row["weight_bytes"] for row in done)
+    alternative = next((row for row in done if row["name"].startswith("HF checkpointing")), done[0])
+
+    def seconds(row: dict) -> float:
+        return statistics.median(row["seconds"][1:] or row["seconds"])
+
+    print(f"\n{model_name}, batch {batch} x {seq}, fp32 weights {weights / MIB:,.0f} MiB")
+    print("| configuration | parts | total peak | x fp32 weights | vs HF ckpt + 8-bit | step time "
+          "| time vs HF ckpt + 8-bit |")
+    print("|---|---|---|---|---|---|---|")
+    for row in done:
+        print(f"| {row['name']} | {row['parts']} | {row['total_bytes'] / MIB:,.0f} MiB | "
+              f"{row['total_bytes'] / weights:.2f}x | {alternative['total_bytes'] / row['total_bytes']:.2f}x less | "
+              f"{seconds(row):.1f} s | {seconds(row) / seconds(alternative):.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
