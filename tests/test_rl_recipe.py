@@ -15,10 +15,9 @@ from dataclasses import replace
 import pytest
 import torch
 from distributed import assert_same_records, launch
+from tiny_lm import tiny_lm
 
 from leantrain.cli import main as cli_main
-from leantrain.data.corpus import bbc_text
-from leantrain.data.tokenizer import END_OF_TEXT, train_tokenizer
 from leantrain.io import read_metrics
 from leantrain.recipes.rl import RLConfig, greedy_accuracy, load_policy, prepare_problems, rl
 from leantrain.rl.rollouts import encode_prompts
@@ -38,17 +37,8 @@ def raises(prompts, completions, **columns):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = train_tokenizer(bbc_text()[:100_000], 400)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=END_OF_TEXT)
-    fast.chat_template = TEMPLATE
-    fast.save_pretrained(folder)
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, intermediate_size=48,
-                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                 max_position_embeddings=96, eos_token_id=0)).save_pretrained(folder)
+    tiny_lm(folder, TEMPLATE)
     return str(folder)
 
 

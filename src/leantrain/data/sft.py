@@ -10,8 +10,9 @@ Formats (TRL's, one per row of a JSONL/CSV file or built in):
 
 Chat text is rendered with the tokenizer's chat template; the answer's characters are found by
 rendering the conversation up to each answer with and without it (so they hold for any template whose
-renderings of a conversation's prefixes are prefixes of each other, and an error says when not), and
-tokens are labelled by their character offsets. The end-of-turn token after an answer is trained too,
+renderings of a conversation's prefixes are prefixes of each other, and an error says when not), and a
+token carries the loss when its characters overlap an answer's (a BPE token that merges the prompt's
+last space with the answer's first letter writes part of the answer, so it is trained). The end-of-turn token after an answer is trained too,
 so the model learns to stop.
 
 Built-in sources (``load_sft_problems``): ``"arithmetic"``, the reasoning-gym ``chain_sum`` mix of
@@ -120,7 +121,7 @@ def encode_example(row: Mapping[str, Any], tokenizer, where: str = "example") ->
         raise ValueError(f"{where}: the answer mask needs a fast tokenizer (character offsets); "
                          f"{type(tokenizer).__name__} is not one")
     encoded = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
-    trained = [end > begin and any(first <= begin < last for first, last in spans)
+    trained = [end > begin and any(begin < last and end > first for first, last in spans)
                for begin, end in encoded["offset_mapping"]]
     if not any(trained):
         raise ValueError(f"{where}: no answer tokens to train on (an empty completion, or no assistant message)")

@@ -152,9 +152,11 @@ def batches(rows: list[list[Example]], config: SFTConfig, pad_id: int) -> tuple[
 
 
 def answer_loss(model: nn.Module, micro: Mapping[str, Tensor]) -> Tensor:
-    """The micro-batch's answer-token NLL sum over the whole step's answer-token count (see module docstring)."""
+    """The micro-batch's answer-token NLL sum over the whole step's answer-token count (see module docstring).
+    Without a KV cache: HF separates packed examples only then, and recomputed layers rerun only then."""
     inputs = {key: micro[key] for key in MODEL_INPUTS if key in micro}
-    return model(**inputs, labels=micro["labels"], num_items_in_batch=micro["answer_tokens"].sum()).loss
+    return model(**inputs, labels=micro["labels"], num_items_in_batch=micro["answer_tokens"].sum(),
+                 use_cache=False).loss
 
 
 def held_out_loss(engine: Engine, rows: list[list[Example]], batch_size: int, pad_id: int) -> float:
