@@ -273,3 +273,22 @@ def test_bad_8bit_input_raises():
         QuantizedState(torch.zeros(512), torch.zeros(2), signed=True)
     with pytest.raises(ValueError, match=r"values of shape \(256,\) cannot go into a state of shape \(2, 256\)"):
         QuantizedState.zeros((2, 256), signed=False).copy_(torch.zeros(256))
+
+
+def test_chunked_updates_equal_one_pass(monkeypatch):
+    """8-bit moments are updated a chunk of blocks at a time (bounded temporaries): the same bits as one pass."""
+    import leantrain.optim.base as base
+
+    results = []
+    for chunk in (3, 10**9):  # 3 blocks a chunk (with a partial last chunk), and the whole tensor at once
+        monkeypatch.setattr(base, "CHUNK_BLOCKS", chunk)
+        torch.manual_seed(0)
+        weight = torch.nn.Parameter(torch.randn(40, 256))
+        optimizer = lo.AdamW8bit([weight], lr=1e-2)
+        for _ in range(3):
+            weight.grad = torch.randn_like(weight)
+            optimizer.step()
+        results.append((weight.detach().clone(), {k: v.clone() for k, v in optimizer.state[weight].items()
+                                                  if isinstance(v, torch.Tensor)}))
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(results[0][1][k], results[1][1][k]) for k in results[0][1])

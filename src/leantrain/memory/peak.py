@@ -4,8 +4,9 @@ CUDA: ``torch.cuda.max_memory_allocated`` around the step, minus what was alloca
 CPU: a fresh subprocess fixes glibc's mmap threshold, builds the model, batch and optimizer, returns
 freed heap to the OS (``malloc_trim``), resets its peak RSS (``/proc/self/clear_refs``) and runs the
 step; the figure is its peak RSS during the step minus its RSS before it. ``total_bytes`` is the
-whole training footprint: the step's peak above the process's RSS before the model was built
-(weights, gradients, optimizer states, activations); on CUDA the peak of allocated bytes. The fixed threshold makes
+whole training footprint: the step's peak plus the bytes of the tensors the training held before it
+(weights, buffers, batch, any optimizer state), so weights, gradients, optimizer states and
+activations, without the libraries the process loaded; on CUDA the peak of allocated bytes. The fixed threshold makes
 every tensor above 64 KiB its own mapping, unmapped when freed, so RSS follows the live bytes; with
 glibc's default sliding threshold, freed activations stay in the heap and the same BERT-base LoRA
 step read anywhere from 1.3× to 1.8× its saved bytes across runs (1.05×, every run, with it).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import multiprocessing
+import queue
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,23 +84,31 @@ _M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h); setting it also stops gl
 MMAP_THRESHOLD_BYTES = 64 * 1024
 
 
+def training_bytes(model: nn.Module, batch: dict[str, Tensor] | Tensor,
+                   optimizer: torch.optim.Optimizer | None) -> int:
+    """Bytes of the distinct tensors a training step starts from: parameters, buffers, batch, optimizer state."""
+    from leantrain.memory.state_bytes import tensors_in, unique_storage_bytes
+
+    states = [] if optimizer is None else [*tensors_in(list(optimizer.state.values()))]
+    inputs = list(batch.values()) if isinstance(batch, dict) else [batch]
+    return unique_storage_bytes([*model.parameters(), *model.buffers(), *inputs, *states])
+
+
 def _child(build: Callable[[], Step], results: multiprocessing.Queue) -> None:
     try:
         libc = ctypes.CDLL("libc.so.6")
         if libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) != 1:
             raise RuntimeError("mallopt(M_MMAP_THRESHOLD) failed")
-        _warm_up()
-        gc.collect()
-        libc.malloc_trim(0)
-        empty = _status_kib("VmRSS")  # the process before the model: interpreter, libraries, thread pools
         model, batch, optimizer = build()
+        held = training_bytes(model, batch, optimizer)  # what the training owns before the step
+        _warm_up()
         gc.collect()
         libc.malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
         before = _status_kib("VmRSS")
         training_step(model, batch, optimizer)
         peak = _status_kib("VmHWM")
-        results.put(((peak - before) * 1024, before * 1024, (peak - empty) * 1024, None))
+        results.put(((peak - before) * 1024, before * 1024, (peak - before) * 1024 + held, None))
     except BaseException as error:  # report any failure to the parent instead of dying silently
         results.put((0, 0, 0, f"{type(error).__name__}: {error}"))
 
@@ -111,7 +121,14 @@ def cpu_peak_in_subprocess(build: Callable[[], Step]) -> PeakMemory:
     results = context.Queue()
     process = context.Process(target=_child, args=(build, results))
     process.start()
-    step_bytes, resident_bytes, total_bytes, error = results.get()
+    while True:  # a child that dies without reporting (killed, a crash in native code) must not hang us
+        try:
+            step_bytes, resident_bytes, total_bytes, error = results.get(timeout=1.0)
+            break
+        except queue.Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"peak-memory subprocess died with exit code {process.exitcode} before "
+                                   "reporting (killed for memory?)") from None
     process.join()
     if error is not None:
         raise RuntimeError(f"peak-memory subprocess failed: {error}")

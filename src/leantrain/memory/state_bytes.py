@@ -36,15 +36,16 @@ def batch_bytes(batch: dict[str, Tensor] | Tensor) -> int:
     return unique_storage_bytes(batch.values() if isinstance(batch, dict) else [batch])
 
 
-def _tensors(value: Any) -> Iterable[Tensor]:
+def tensors_in(value: Any) -> Iterable[Tensor]:
+    """Every tensor in a nest of dicts, lists and tuples."""
     if isinstance(value, Tensor):
         yield value
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _tensors(item)
+            yield from tensors_in(item)
     elif isinstance(value, list | tuple):
         for item in value:
-            yield from _tensors(item)
+            yield from tensors_in(item)
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer | None) -> int:
@@ -56,5 +57,5 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer | None) -> int:
     """
     if optimizer is None:
         return 0
-    return unique_storage_bytes([*_tensors(list(optimizer.state.values())),
+    return unique_storage_bytes([*tensors_in(list(optimizer.state.values())),
                                  *getattr(optimizer, "shared_tensors", list)()])

@@ -21,10 +21,11 @@ from torch.optim import Optimizer
 
 from leantrain.names import STATE_BITS
 from leantrain.optim.projectors import PROJ_TYPES, projected_size
-from leantrain.optim.quantized_state import QuantizedState, quantizable
+from leantrain.optim.quantized_state import BLOCK_SIZE, QuantizedState, quantizable
 from leantrain.optim.sharding import RowShards, check_row_sharded
 from leantrain.validation import is_positive_int
 
+CHUNK_BLOCKS = 4096  # 8-bit moments are updated 4096 blocks (1 Mi values) at a time
 _INNER_KEYS = ("adam_step", "exp_avg", "exp_avg_sq", "exp_avg_codes", "exp_avg_scales", "exp_avg_sq_codes",
                "exp_avg_sq_scales")  # the fp32 and the 8-bit moments
 
@@ -144,12 +145,17 @@ class LowRankOptimizer(Optimizer):
             return exp_avg / exp_avg_sq.sqrt().add_(group["eps"]), correction
         quantized_avg = QuantizedState(state["exp_avg_codes"], state["exp_avg_scales"], signed=True)
         quantized_avg_sq = QuantizedState(state["exp_avg_sq_codes"], state["exp_avg_sq_scales"], signed=False)
-        grad32 = local.float()
-        exp_avg = quantized_avg.dequantize().mul_(beta1).add_(grad32, alpha=1.0 - beta1)
-        exp_avg_sq = quantized_avg_sq.dequantize().mul_(beta2).addcmul_(grad32, grad32, value=1.0 - beta2)
-        quantized_avg.copy_(exp_avg)
-        quantized_avg_sq.copy_(exp_avg_sq)
-        direction = (exp_avg / exp_avg_sq.sqrt().add_(group["eps"])).to(local.dtype)
+        grads = local.reshape(-1, BLOCK_SIZE)
+        direction = torch.empty_like(grads)
+        for start in range(0, len(grads), CHUNK_BLOCKS):  # bounded temporaries: ~40 bytes a value of a chunk
+            blocks = slice(start, start + CHUNK_BLOCKS)
+            grad32 = grads[blocks].float()
+            exp_avg = quantized_avg.dequantize(blocks).mul_(beta1).add_(grad32, alpha=1.0 - beta1)
+            exp_avg_sq = quantized_avg_sq.dequantize(blocks).mul_(beta2).addcmul_(grad32, grad32, value=1.0 - beta2)
+            quantized_avg.copy_(exp_avg, blocks)
+            quantized_avg_sq.copy_(exp_avg_sq, blocks)
+            direction[blocks] = exp_avg / exp_avg_sq.sqrt().add_(group["eps"])
+        direction = direction.view(local.shape)
         if isinstance(grad, DTensor):
             direction = DTensor.from_local(direction, grad.device_mesh, grad.placements, run_check=False,
                                            shape=grad.shape, stride=grad.stride())

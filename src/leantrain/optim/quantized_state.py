@@ -61,25 +61,26 @@ class QuantizedState:
         codes = torch.zeros(shape, dtype=torch.uint8, device=device)
         return cls(codes, torch.zeros(numel // BLOCK_SIZE, device=device), signed)
 
-    def dequantize(self) -> Tensor:
-        """map[c]·s, fp32, in the codes' shape."""
-        values = dynamic_map(self.signed, self.codes.device)[self.codes.int()]
-        return (values.view(self.scales.numel(), -1) * self.scales.view(-1, 1)).view(self.codes.shape)
+    def dequantize(self, blocks: slice = slice(None)) -> Tensor:
+        """map[c]·s, fp32: in the codes' shape, or of the ``blocks`` (a slice of block indices) as (n, 256)."""
+        codes = self.codes.view(-1, BLOCK_SIZE)[blocks]
+        values = dynamic_map(self.signed, self.codes.device)[codes.int()] * self.scales[blocks].view(-1, 1)
+        return values.view(self.codes.shape) if blocks == slice(None) else values
 
-    def copy_(self, values: Tensor) -> QuantizedState:
-        """Quantize ``values`` (the codes' shape) into this state: per block s = max(absmax, 1e-12), then
-        each x/s to the nearest map entry, a tie going up (torchao's rounding)."""
-        if values.shape != self.codes.shape:
+    def copy_(self, values: Tensor, blocks: slice = slice(None)) -> QuantizedState:
+        """Quantize ``values`` (the codes' shape, or the ``blocks``' values) into this state: per block
+        s = max(absmax, 1e-12), then each x/s to the nearest map entry, a tie going up (torchao's rounding)."""
+        target = self.codes.view(-1, BLOCK_SIZE)[blocks]
+        if values.numel() != target.numel() or (blocks == slice(None) and values.shape != self.codes.shape):
             raise ValueError(f"values of shape {tuple(values.shape)} cannot go into a state of shape "
-                             f"{tuple(self.codes.shape)}")
-        blocks = values.float().reshape(-1, BLOCK_SIZE)
-        scales = blocks.abs().amax(-1).clip(1e-12)
-        scaled = blocks / scales.view(-1, 1)
+                             f"{tuple(self.codes.shape)}" + ("" if blocks == slice(None) else f" at blocks {blocks}"))
+        block_values = values.float().reshape(-1, BLOCK_SIZE)
+        scales = block_values.abs().amax(-1).clip(1e-12)
+        scaled = block_values / scales.view(-1, 1)
         code_map = dynamic_map(self.signed, self.codes.device)
         below = (torch.searchsorted(code_map, scaled, right=True, out_int32=True) - 1).clamp_(min=0)  # map ≤ x/s
         above = (below + 1).clamp_(max=code_map.numel() - 1)
         low, high = code_map[below], code_map[above]
-        codes = torch.where(scaled - low >= (high - low) * 0.5, above, below)
-        self.codes.copy_(codes.view(self.codes.shape))
-        self.scales.copy_(scales)
+        target.copy_(torch.where(scaled - low >= (high - low) * 0.5, above, below))
+        self.scales[blocks] = scales
         return self
