@@ -11,8 +11,9 @@ Configurations (``CONFIGS``):
 - ``HF checkpointing + 8-bit AdamW``: ``model.gradient_checkpointing_enable()`` (non-reentrant) and
   bitsandbytes' ``AdamW8bit`` (HF's ``optim="adamw_bnb_8bit"``), the one-line alternative;
 - ``TRL SFTTrainer``: TRL 1.16's trainer with its memory options on CPU, ``gradient_checkpointing=True``
-  and ``optim="adamw_bnb_8bit"`` (its fused GRPO head and Liger kernels are GPU-only or RL-only), on a
-  pre-tokenised dataset of the same rows; causal LMs only;
+  and ``optim="adamw_bnb_8bit"`` (its fused GRPO head and Liger kernels are GPU-only or RL-only), fp32
+  (``bf16=False``: its default bf16 autocast made a step 8× slower on this CPU), on a pre-tokenised
+  dataset of the same rows; causal LMs only;
 - leantrain's: layer checkpointing + chunked loss + 8-bit states + step in backward (every part exact),
   then with the lean companions, then with WTA-CRS@0.3, then GaLore (rank 128) with 8-bit states instead of
   AdamW, and the planner's choice for a budget of twice the model's fp32 weights.
@@ -153,6 +154,7 @@ def _trl_steps(model_name: str, batch: int, seq: int, steps: int, device: str) -
 
     config = SFTConfig(output_dir="/tmp/leantrain-trl-bench", per_device_train_batch_size=batch, max_steps=steps,
                        learning_rate=LR, gradient_checkpointing=True, optim="adamw_bnb_8bit", max_length=seq,
+                       bf16=False,  # TRL's SFTConfig defaults to bf16 autocast; every configuration here is fp32
                        packing=False, report_to=[], save_strategy="no", logging_strategy="no",
                        use_cpu=device == "cpu", dataloader_num_workers=0, disable_tqdm=True, seed=0)
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, callbacks=[Clock()])

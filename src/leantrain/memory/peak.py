@@ -4,9 +4,11 @@ CUDA: ``torch.cuda.max_memory_allocated`` around the step, minus what was alloca
 CPU: a fresh subprocess fixes glibc's mmap threshold, builds the model, batch and optimizer, returns
 freed heap to the OS (``malloc_trim``), resets its peak RSS (``/proc/self/clear_refs``) and runs the
 step; the figure is its peak RSS during the step minus its RSS before it. ``total_bytes`` is the
-whole training footprint: the step's peak plus the bytes of the tensors the training held before it
-(weights, buffers, batch, any optimizer state), so weights, gradients, optimizer states and
-activations, without the libraries the process loaded; on CUDA the peak of allocated bytes. The fixed threshold makes
+whole training footprint in the steady state: the peak over that step and a second one (whose
+backward runs with the optimizer states the first step made) above the RSS before the first, plus
+the bytes of the tensors the training held before it (weights, buffers, batch) — weights, gradients,
+optimizer states and activations, without the libraries the process loaded; on CUDA the peak of
+allocated bytes around the one step. The fixed threshold makes
 every tensor above 64 KiB its own mapping, unmapped when freed, so RSS follows the live bytes; with
 glibc's default sliding threshold, freed activations stay in the heap and the same BERT-base LoRA
 step read anywhere from 1.3× to 1.8× its saved bytes across runs (1.05×, every run, with it).
@@ -108,7 +110,11 @@ def _child(build: Callable[[], Step], results: multiprocessing.Queue) -> None:
         before = _status_kib("VmRSS")
         training_step(model, batch, optimizer)
         peak = _status_kib("VmHWM")
-        results.put(((peak - before) * 1024, before * 1024, (peak - before) * 1024 + held, None))
+        if optimizer is not None:  # the total is the steady state's: a second step holds the states from its start
+            optimizer.zero_grad(set_to_none=True)
+            training_step(model, batch, optimizer)
+        total = (_status_kib("VmHWM") - before) * 1024 + held
+        results.put(((peak - before) * 1024, before * 1024, total, None))
     except BaseException as error:  # report any failure to the parent instead of dying silently
         results.put((0, 0, 0, f"{type(error).__name__}: {error}"))
 

@@ -9,12 +9,13 @@ with the smallest estimated step time that fits, fewest parts on a tie, and says
 
 The estimate is leantrain's own accounting (memory/saved_tensors.py) run on a one-example forward of the
 converted model, scaled by the batch size (saved activations are linear in it), plus the optimizer's
-states after one step, plus two transients: the logits of the stock LM-head loss (its fp32 copy and its
-gradient besides the saved log-softmax, 2 × B·L·V·4 bytes; a chunk's worth with the chunked loss) and,
-under checkpointing, the rerun of the largest layer. Step times are relative costs measured on this
-project's CPU benchmarks (``TIME_COST``; BENCHMARKS.md, "Causal-LM SFT at the memory frontier"), a
-product over the parts that are on. A ``margin`` (default 10%) is kept free for what the accounting does
-not see (allocator slack, library workspaces).
+states after one step, plus the transients: the logits of the stock LM-head loss (its fp32 copy and its
+gradient besides the saved log-softmax, 2 × B·L·V·4 bytes; a chunk's worth with the chunked loss),
+under checkpointing the rerun of the largest layer, and the optimizer step's temporaries (twice the
+largest parameter). The sum is an upper bound: the phases do not all peak at once. Step times are
+relative costs measured on this project's CPU benchmarks (``TIME_COST``; BENCHMARKS.md, "Causal-LM
+SFT at the memory frontier"), a product over the parts that are on. A ``margin`` (default 10%) is
+kept free for what the accounting does not see (allocator slack, library workspaces).
 """
 
 from __future__ import annotations
@@ -150,8 +151,9 @@ def plan_memory(model: str | nn.Module, batch_size: int, seq_len: int, budget: i
     one = random_batch(network, 1, seq_len)
     weights = parameter_bytes(network)
     trainable = [p for p in network.parameters() if p.requires_grad]
-    gradients = {False: parameter_bytes(network, trainable_only=True),
-                 True: max(p.numel() * p.element_size() for p in trainable)}
+    largest = max(p.numel() * p.element_size() for p in trainable)
+    gradients = {False: parameter_bytes(network, trainable_only=True), True: largest}
+    step_temporaries = 2 * largest  # an Adam step's per-tensor temporaries (its direction, √V)
     states = {bits: _state_bytes(network, replace(base, state_bits=bits)) for bits in
               ((32,) if base.optimizer == "sgd" else (32, 8))}
     vocab = network.config.vocab_size if hasattr(network, "config") else 0
@@ -171,7 +173,7 @@ def plan_memory(model: str | nn.Module, batch_size: int, seq_len: int, budget: i
                 activations[unwrapped] = _activation_bytes(network, one, replace(options, checkpointing=None))
             rerun = activations[unwrapped][1] * batch_size
         estimates.append(Estimate(options, weights, gradients[options.step_in_backward], states[options.state_bits],
-                                  saved * batch_size, head + rerun, _time(options)))
+                                  saved * batch_size, head + rerun + step_temporaries, _time(options)))
     estimates.sort(key=lambda e: (e.time, sum(v not in (None, False, 32) for v in (
         e.options.chunked_loss, e.options.state_bits, e.options.step_in_backward, e.options.checkpointing,
         e.options.lean, e.options.sampling)), e.total))

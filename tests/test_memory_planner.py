@@ -1,0 +1,63 @@
+"""The memory planner (memory/planner.py): its choice, measured in a fresh process, fits the budget it was
+given; a loose budget gets the fastest step (nothing on), a tight one the parts that save most, an impossible
+one a clear error; and `leantrain memory` with --memory-budget and peak.total_bytes."""
+
+import json
+
+import pytest
+
+from leantrain.cli import main
+from leantrain.memory.options import MemoryOptions
+from leantrain.memory.peak import cpu_peak_in_subprocess
+from leantrain.memory.planner import plan_memory
+from leantrain.models.presets import build_model
+from leantrain.recipes.step_spec import StepSpec
+
+MIB = 2**20
+SHAPE = (4, 128)  # llama-small: 4 layers of width 512, a 32,000-token vocabulary (the logits matter)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model("llama-small")
+
+
+def test_a_loose_budget_gets_the_fastest_step(model):
+    plan = plan_memory(model, *SHAPE, budget=64 * 2**30)
+    assert plan.chosen == MemoryOptions()
+    assert plan.estimates[0].options == MemoryOptions()
+
+
+def test_the_choice_fits_the_budget_when_measured(model):
+    loosest = plan_memory(model, *SHAPE, budget=64 * 2**30)
+    stock, smallest = loosest.estimates[0].total, min(e.total for e in loosest.estimates)
+    budget = int((stock + smallest) / 2 / 0.9)  # between the smallest step and the stock one
+    plan = plan_memory(model, *SHAPE, budget=budget)
+    assert plan.chosen != MemoryOptions()
+    measured = cpu_peak_in_subprocess(StepSpec.of("llama-small", *SHAPE, plan.chosen))
+    assert measured.total_bytes <= budget, (plan.explain(), measured.total_bytes / MIB)
+    faster = [e for e in plan.estimates if e.time < plan.estimates[[e.options for e in plan.estimates].index(
+        plan.chosen)].time]
+    assert all(not plan.fits(e) for e in faster)  # nothing faster was left out
+    assert "chosen" in plan.explain() and "too big" in plan.explain()
+
+
+def test_an_impossible_budget_is_a_clear_error(model):
+    with pytest.raises(ValueError, match=r"no combination fits 10 MiB .* the smallest estimate is"):
+        plan_memory(model, *SHAPE, budget=10 * MIB)
+    with pytest.raises(ValueError, match="must be a positive number of bytes"):
+        plan_memory(model, *SHAPE, budget=0)
+
+
+def test_memory_cli_reports_the_total_and_plans(capsys):
+    args = ["memory", "llama-small", "--batch-size", "2", "--seq-len", "64"]
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    peak = report["peak"]
+    assert peak["total_bytes"] >= peak["step_bytes"] + 0.9 * report["parameter_bytes"]
+    assert main([*args, "--memory-budget", "700MiB", "--checkpointing", "layers", "--state-bits", "8",
+                 "--no-peak"]) == 0
+    printed = capsys.readouterr().out
+    assert "memory plan for a budget of 700 MiB" in printed and "chosen" in printed
+    assert main([*args, "--memory-budget", "1MiB"]) == 2
+    assert "no combination fits 1 MiB" in capsys.readouterr().err
