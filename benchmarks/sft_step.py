@@ -16,7 +16,8 @@ Configurations (``CONFIGS``):
   dataset of the same rows; causal LMs only;
 - leantrain's: layer checkpointing + chunked loss + 8-bit states + step in backward (every part exact),
   then with the lean companions, then with WTA-CRS@0.3, then GaLore (rank 128) with 8-bit states instead of
-  AdamW, and the planner's choice for a budget of twice the model's fp32 weights.
+  AdamW, and the planner's choice for ``PLANNER_BUDGET`` (planned in the parent process: the planner's
+  own model copies are not the step's).
 
 Each configuration runs in a fresh subprocess: glibc's mmap threshold fixed (memory/peak.py), every
 configuration's libraries imported (bitsandbytes, TRL, leantrain), a warm-up step of a tiny layer, then
@@ -54,6 +55,8 @@ MIB = 2**20
 LR = 1e-5
 EXACT = MemoryOptions(checkpointing="layers", chunked_loss=True, state_bits=8, step_in_backward=True)
 SHAPES = {"smollm2": (4, 512), "bert-base": (64, 128)}
+# The planner's budget: about 1.5x below what HF checkpointing + 8-bit AdamW measured (BENCHMARKS.md).
+PLANNER_BUDGET = {"smollm2": 1.4 * 2**30, "bert-base": 1.0 * 2**30}
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ CONFIGS = {
                                                                      sampling=SamplingConfig("wtacrs", 0.3))),
     "leantrain: GaLore r128 8-bit + checkpointing + chunked loss + step in backward":
         Setup("leantrain", replace(EXACT, optimizer="galore", rank=128)),
-    "leantrain: the planner's choice at 2x the fp32 weights": Setup("leantrain", planner=True),
+    "leantrain: the planner's choice": Setup("leantrain", planner=True),
 }
 
 
@@ -98,21 +101,9 @@ def _hf_step(name: str, model_name: str, batch: int, seq: int):
     return model, random_batch(model, batch, seq), optimizer
 
 
-def _leantrain_step(setup: Setup, model_name: str, batch: int, seq: int, device: str):
+def _leantrain_step(options: MemoryOptions, model_name: str, batch: int, seq: int):
     from leantrain.recipes.step_spec import StepSpec
 
-    options = setup.options
-    if setup.planner:
-        from leantrain.memory.planner import plan_memory
-        from leantrain.memory.state_bytes import parameter_bytes
-        from leantrain.models.presets import build_model
-
-        model = build_model(model_name)
-        budget = 2 * parameter_bytes(model)
-        plan = plan_memory(model, batch, seq, budget)
-        del model
-        print(plan.explain(), file=sys.stderr, flush=True)
-        options = plan.chosen
     model, inputs, optimizer = StepSpec.of(model_name, batch, seq, options)()
     return model, inputs, optimizer, options.describe()
 
@@ -162,7 +153,8 @@ def _trl_steps(model_name: str, batch: int, seq: int, steps: int, device: str) -
     return times
 
 
-def _child(name: str, model_name: str, batch: int, seq: int, steps: int, device: str, results) -> None:
+def _child(name: str, setup: Setup, model_name: str, batch: int, seq: int, steps: int, device: str,
+           results) -> None:
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD, as memory/peak.py
@@ -175,17 +167,18 @@ def _child(name: str, model_name: str, batch: int, seq: int, steps: int, device:
         torch.optim.AdamW(layer.parameters()).step()
         gc.collect()
         libc.malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")  # the high-water mark starts here
         empty = _rss_kib("VmRSS")
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        setup, described = CONFIGS[name], name
+        described = name
         if setup.kind == "trl":
             seconds = _trl_steps(model_name, batch, seq, steps, device)
         else:
             if setup.kind == "hf":
                 model, inputs, optimizer = _hf_step(name, model_name, batch, seq)
             else:
-                model, inputs, optimizer, described = _leantrain_step(setup, model_name, batch, seq, device)
+                model, inputs, optimizer, described = _leantrain_step(setup.options, model_name, batch, seq)
             seconds = _train_steps(model, inputs, optimizer, steps, device)
         peak = (torch.cuda.max_memory_allocated() if device == "cuda"
                 else (_rss_kib("VmHWM") - empty) * 1024)
@@ -198,9 +191,16 @@ def _child(name: str, model_name: str, batch: int, seq: int, steps: int, device:
 
 
 def measure(name: str, model_name: str, batch: int, seq: int, steps: int, device: str) -> dict:
+    setup = CONFIGS[name]
+    if setup.planner:
+        from leantrain.memory.planner import plan_memory
+
+        plan = plan_memory(model_name, batch, seq, int(PLANNER_BUDGET.get(model_name, 2**30)))
+        print(plan.explain(), flush=True)
+        setup = Setup("leantrain", plan.chosen)
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    process = context.Process(target=_child, args=(name, model_name, batch, seq, steps, device, results))
+    process = context.Process(target=_child, args=(name, setup, model_name, batch, seq, steps, device, results))
     process.start()
     result = results.get()
     process.join()
