@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/leantrain finetune
+	$(VENV)/bin/leantrain sft
 
 demo: $(STAMP)
 	$(VENV)/bin/leantrain demo

@@ -61,3 +61,12 @@ def test_memory_cli_reports_the_total_and_plans(capsys):
     assert "memory plan for a budget of 700 MiB" in printed and "chosen" in printed
     assert main([*args, "--memory-budget", "1MiB"]) == 2
     assert "no combination fits 1 MiB" in capsys.readouterr().err
+
+
+def test_memory_cli_knows_the_default_causal_lm(capsys):
+    assert main(["memory", "smollm2", "--batch-size", "1", "--seq-len", "8", "--no-peak", "--json",
+                 "--checkpointing", "layers", "--chunked-loss", "--state-bits", "8", "--step-in-backward"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model_type"] == "LlamaForCausalLM" and report["parameter_bytes"] > 500 * MIB
+    assert report["memory"] == "checkpointing (layers) + chunked loss + adamw 8-bit + step in backward"
+    assert report["gradient_bytes"] == 0  # every gradient was freed by its update in backward

@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="arithmetic",
                         help='"arithmetic" (reasoning-gym chain_sum with worked answers), "rg:TASK" or a .jsonl/.csv '
                              "of messages or prompt/completion rows (default arithmetic)")
-    parser.add_argument("--problems", type=int, default=2048, help="problems per reasoning-gym configuration (2048)")
-    parser.add_argument("--held-out", type=int, default=200, help="held-out examples, kept out of training (200)")
+    parser.add_argument("--problems", type=int, default=256, help="problems per reasoning-gym configuration (256)")
+    parser.add_argument("--held-out", type=int, default=100, help="held-out examples, kept out of training (100)")
     parser.add_argument("--data-seed", type=int, default=0, help="draws the problems and the held-out split (0)")
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, default=1, help="passes over the training examples (1)")

@@ -47,7 +47,8 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 @dataclass(frozen=True)
 class SFTConfig:
     """One SFT run. ``model``: "smollm2" or a local HF causal-LM folder. ``data``: "arithmetic", "rg:TASK" or a
-    JSONL/CSV of TRL-format rows (data/sft.py); ``problems`` per reasoning-gym configuration, ``held_out`` of
+    JSONL/CSV of TRL-format rows (data/sft.py); ``problems`` per reasoning-gym configuration (256: "arithmetic"
+    then has 456 distinct problems, an epoch of about 45 updates, ~10 min on 2 CPU cores), ``held_out`` of
     them kept out. ``epochs`` over the training rows (``max_steps`` caps the updates). ``lr`` None: 2e-5 for
     full fine-tuning, 2e-4 with LoRA (TRL's default and the usual LoRA one), with ``warmup`` (a fraction of
     the updates) and ``schedule``. ``memory``: the memory parts; ``memory_budget`` (bytes) instead lets the
@@ -57,8 +58,8 @@ class SFTConfig:
     output_dir: str = "runs/sft"
     model: str = "smollm2"
     data: str = "arithmetic"
-    problems: int = 2048
-    held_out: int = 200
+    problems: int = 256
+    held_out: int = 100
     max_length: int = 512
     packing: bool = False
     batch_size: int = 8
