@@ -15,16 +15,19 @@ Configurations (``CONFIGS``):
   (``bf16=False``: its default bf16 autocast made a step 8× slower on this CPU), on a pre-tokenised
   dataset of the same rows; causal LMs only;
 - leantrain's: layer checkpointing + chunked loss + 8-bit states + step in backward (every part exact),
-  then with the lean companions, then with WTA-CRS@0.3, then GaLore (rank 128) with 8-bit states instead of
+  then with the lean companions, then GaLore (rank 128) with 8-bit states instead of
   AdamW, and the planner's choice for ``PLANNER_BUDGET`` (planned in the parent process: the planner's
   own model copies are not the step's).
 
-Each configuration runs in a fresh subprocess: glibc's mmap threshold fixed (memory/peak.py), every
-configuration's libraries imported (bitsandbytes, TRL, leantrain), a warm-up step of a tiny layer, then
-the RSS before the model is built; the model, optimizer and batch are built
-(weights copied out of their file mapping) and ``--steps`` steps run (forward, backward, optimizer step,
-``zero_grad``). Total peak = the process's peak RSS over the steps minus its RSS before the model: weights,
-gradients, optimizer states and activations. Step time = median of the steps after the first.
+Each configuration runs in two fresh subprocesses, one after the other. Memory: glibc's mmap threshold
+fixed (memory/peak.py: RSS then follows the live bytes), every configuration's libraries imported
+(bitsandbytes, TRL, leantrain), a warm-up step of a tiny layer, then the RSS before the model is built;
+the model, optimizer and batch are built (weights copied out of their file mapping) and 2 steps run
+(forward, backward, optimizer step, ``zero_grad``; the second starts with the optimizer states). Total
+peak = the process's peak RSS over them minus its RSS before the model: weights, gradients, optimizer
+states and activations. Time: the same with glibc's default allocator (the fixed threshold maps and
+faults in every large temporary afresh, which made allocation-heavy steps up to 3x slower than in a
+training process), ``--steps`` steps, the median of those after the first.
 
 Run:  .venv/bin/python benchmarks/sft_step.py [--models smollm2 bert-base] [--steps 3] [--only NAME ...]
       [--models llama-tiny --shape 2 16]   (a quick check of the script)
@@ -49,7 +52,6 @@ import torch
 from torch import nn
 
 from leantrain.memory.options import MemoryOptions
-from leantrain.sampling import SamplingConfig
 
 MIB = 2**20
 LR = 1e-5
@@ -72,8 +74,6 @@ CONFIGS = {
     "TRL SFTTrainer (checkpointing + 8-bit AdamW)": Setup("trl"),
     "leantrain: checkpointing + chunked loss + 8-bit + step in backward": Setup("leantrain", EXACT),
     "leantrain: the above + lean": Setup("leantrain", replace(EXACT, lean=True, chunked_loss=False)),
-    "leantrain: the above + WTA-CRS@0.3": Setup("leantrain", replace(EXACT, lean=True, chunked_loss=False,
-                                                                     sampling=SamplingConfig("wtacrs", 0.3))),
     "leantrain: GaLore r128 8-bit + checkpointing + chunked loss + step in backward":
         Setup("leantrain", replace(EXACT, optimizer="galore", rank=128)),
     "leantrain: the planner's choice": Setup("leantrain", planner=True),
@@ -153,11 +153,12 @@ def _trl_steps(model_name: str, batch: int, seq: int, steps: int, device: str) -
     return times
 
 
-def _child(name: str, setup: Setup, model_name: str, batch: int, seq: int, steps: int, device: str,
+def _child(name: str, setup: Setup, model_name: str, batch: int, seq: int, steps: int, device: str, memory: bool,
            results) -> None:
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD, as memory/peak.py
+        if memory:
+            libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD, as memory/peak.py: RSS follows the live bytes
         import bitsandbytes  # noqa: F401  every configuration's libraries are loaded before the baseline,
         import trl  # noqa: F401  so that none is charged for code it imports
 
@@ -198,13 +199,19 @@ def measure(name: str, model_name: str, batch: int, seq: int, steps: int, device
         plan = plan_memory(model_name, batch, seq, int(PLANNER_BUDGET.get(model_name, 2**30)))
         print(plan.explain(), flush=True)
         setup = Setup("leantrain", plan.chosen)
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    process = context.Process(target=_child, args=(name, setup, model_name, batch, seq, steps, device, results))
-    process.start()
-    result = results.get()
-    process.join()
-    return result
+    outcome = {}
+    for memory in (True, False):  # the memory's process, then the time's (two steps / ``steps`` steps)
+        context = multiprocessing.get_context("spawn")
+        results = context.Queue()
+        process = context.Process(target=_child, args=(name, setup, model_name, batch, seq, 2 if memory else steps,
+                                                        device, memory, results))
+        process.start()
+        result = results.get()
+        process.join()
+        if "error" in result:
+            return result
+        outcome.update(result if memory else {"seconds": result["seconds"]})
+    return outcome
 
 
 def main() -> None:
