@@ -118,17 +118,6 @@ class SFTConfig:
                             show_progress=show_progress, description="sft",
                             step_in_backward=self.memory.step_in_backward)
 
-    @classmethod
-    def from_file(cls, path: str | Path) -> SFTConfig:
-        """The config a run folder's ``config.json`` holds."""
-        from leantrain.sampling import SamplingConfig
-
-        values = json.loads(Path(path).read_text())
-        memory = dict(values.pop("memory"))
-        if memory.get("sampling") is not None:
-            memory["sampling"] = SamplingConfig(**memory["sampling"])
-        return cls(**values, memory=MemoryOptions(**memory))
-
 
 def training_rows(examples: list[Example], config: SFTConfig) -> list[list[Example]]:
     """One example per row, or whole examples packed into rows of ``max_length`` tokens."""
