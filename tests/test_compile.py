@@ -7,7 +7,8 @@ cannot trace the draw (a seeded ``torch.Generator``, ``Tensor.item()``, a data-d
 compile into one graph; BERT's lean dropout breaks it at each mask's seeded generator. The graph
 breaks are listed in docs/memory.md, "torch.compile"; the counts here keep new ones from slipping in.
 The ``aot_eager`` backend traces forward and backward as inductor does (dynamo + AOTAutograd)
-without generating kernels, which keeps this file fast on CPU.
+without generating kernels, which keeps this file fast on CPU; one test compiles the lean Llama with
+inductor itself.
 """
 
 import pytest
@@ -63,3 +64,20 @@ def test_compiled_step_equals_eager_step_and_graph_breaks_are_known(name, conver
         assert counts == {layer.sampler.backward_passes for layer in lt.sampled_layers(eager).values()} == {1}
     breaks = sum(counters["graph_break"].values())
     assert breaks == CASES[name, conversions], dict(counters["graph_break"])
+
+
+def test_inductor_compiles_the_lean_llama_to_the_eager_step(monkeypatch):
+    """The lean Llama is one graph: inductor (C++ kernels on CPU) compiles its forward and backward, and the
+    step equals the eager one within float rounding (fused kernels reorder sums)."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "compile_threads", 1)
+    eager = build("llama-tiny", "lean")
+    batch = random_batch(eager, 2, 16, seed=0)
+    eager_loss, eager_grads = train_step(eager, eager, batch)
+    model = build("llama-tiny", "lean")
+    torch._dynamo.reset()
+    loss, grads = train_step(model, torch.compile(model, backend="inductor"), batch)
+    torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-5)
+    for n, grad in grads.items():
+        torch.testing.assert_close(grad, eager_grads[n], rtol=1e-3, atol=1e-5, msg=lambda m, n=n: f"{n}: {m}")

@@ -35,11 +35,17 @@ def dynamic_map(signed: bool, device: torch.device | str = "cpu") -> Tensor:
 
 
 @lru_cache(maxsize=8)
-def bucket_floor(signed: bool, device: torch.device | str = "cpu") -> Tensor:
-    """For each of the 2^16 buckets of fp32 values that share their top 16 bits (sign, exponent, 7 mantissa
-    bits: 0.8% wide), the index of the last map entry ≤ the bucket's smallest value (−1 if none). The map's
-    entries are ≥ 1.4% apart, so a bucket holds at most one: the nearest-entry search of ``copy_`` is one
-    lookup and one comparison instead of a binary search (5× faster on CPU, the same codes)."""
+def search_tables(signed: bool, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
+    """What ``copy_`` finds the nearest map entry with, in a few passes instead of a binary search:
+
+    - ``floor[b]`` (int32), for each of the 2^16 buckets of fp32 values sharing their top 16 bits (sign,
+      exponent, 7 mantissa bits: 0.8% wide; indexed by the bits as a signed int16, so negative buckets
+      wrap), the last map entry ≤ the bucket's smallest value (−1 if none). The map's entries are ≥ 1.4%
+      apart, so a bucket holds at most one: the last entry ≤ x is ``floor`` or the next one;
+    - ``entries``: the map with +∞ appended (the entry after the last);
+    - ``half_gap[k]`` = (map[k+1] − map[k])·0.5 in fp32, +∞ for the last: x goes up from entry k iff
+      x − map[k] ≥ half_gap[k], torchao's rounding with the same arithmetic.
+    """
     code_map = dynamic_map(signed)
     bits = torch.arange(2**16, dtype=torch.int64)
     smallest = torch.where(bits < 2**15, bits << 16, (bits << 16) | 0xFFFF).to(torch.int32).view(torch.float32)
@@ -48,7 +54,9 @@ def bucket_floor(signed: bool, device: torch.device | str = "cpu") -> Tensor:
     finite = torch.isfinite(smallest) & torch.isfinite(largest)
     if ((torch.searchsorted(code_map, largest, right=True) - 1 - floor)[finite] > 1).any():
         raise RuntimeError("a 16-bit bucket of fp32 values holds two map entries: the bucket search would be wrong")
-    return floor.to(device)
+    infinity = torch.tensor([torch.inf])
+    half_gap = torch.cat([(code_map[1:] - code_map[:-1]) * 0.5, infinity])
+    return floor.to(torch.int32).to(device), torch.cat([code_map, infinity]).to(device), half_gap.to(device)
 
 
 class QuantizedState:
@@ -94,13 +102,10 @@ class QuantizedState:
         block_values = values.float().reshape(-1, BLOCK_SIZE)
         scales = block_values.abs().amax(-1).clip(1e-12)
         scaled = block_values / scales.view(-1, 1)
-        code_map = dynamic_map(self.signed, self.codes.device)
-        last = code_map.numel() - 1
-        bucket = (scaled.view(torch.int32) >> 16).long() & 0xFFFF  # the top 16 bits: sign, exponent, 7 mantissa
-        floor = bucket_floor(self.signed, self.codes.device).take(bucket)  # last entry ≤ the bucket's start
-        below = (floor + (code_map.take((floor + 1).clamp_(max=last)) <= scaled) * (floor < last)).clamp_(min=0)
-        above = (below + 1).clamp_(max=last)  # below: the last entry ≤ x/s (a binary search's answer)
-        low, high = code_map.take(below), code_map.take(above)
-        target.copy_(torch.where(scaled - low >= (high - low) * 0.5, above, below))
+        floor, entries, half_gap = search_tables(self.signed, self.codes.device)
+        below = floor[scaled.view(torch.int32) >> 16]  # the top 16 bits, as a signed index
+        below += entries[below + 1] <= scaled  # the last entry ≤ x/s (a binary search's answer), or −1 if none:
+        below.clamp_(min=0)  # the signed map starts at −0.993, so x/s in [−1, −0.993) takes the first entry
+        target.copy_(below + (scaled - entries[below] >= half_gap[below]))  # the nearest, a tie going up
         self.scales[blocks] = scales
         return self
