@@ -12,8 +12,8 @@ Chat text is rendered with the tokenizer's chat template; the answer's character
 rendering the conversation up to each answer with and without it (so they hold for any template whose
 renderings of a conversation's prefixes are prefixes of each other, and an error says when not), and a
 token carries the loss when its characters overlap an answer's (a BPE token that merges the prompt's
-last space with the answer's first letter writes part of the answer, so it is trained). The end-of-turn token after an answer is trained too,
-so the model learns to stop.
+last space with the answer's first letter writes part of the answer, so it is trained). The end-of-turn
+token after an answer is trained too, so the model learns to stop.
 
 Built-in sources (``load_sft_problems``): ``"arithmetic"``, the reasoning-gym ``chain_sum`` mix of
 ``leantrain rl`` (rl/problems.py) with worked answers written here from each problem's expression, one
