@@ -24,8 +24,6 @@ the expression's partial sums (``chain_sum``, ``basic_arithmetic``), else "The a
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from leantrain.data.rows import read_rows
 from leantrain.rl.problems import Problems, load_problems
 
 IGNORE_INDEX = -100
@@ -175,29 +174,6 @@ def problem_rows(problems: Problems) -> list[dict[str, Any]]:
     return rows
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL or CSV file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SFT data file {str(path)!r} does not exist")
-    if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number} is not JSON: {error}") from error
-    elif path.suffix == ".csv":
-        with open(path, newline="") as file:
-            rows = list(csv.DictReader(file))
-    else:
-        raise ValueError(f"SFT data file {str(path)!r} must end in .jsonl or .csv")
-    if not rows:
-        raise ValueError(f"{path} holds no examples")
-    return rows
-
-
 @dataclass(frozen=True)
 class SFTData:
     """Training and held-out rows; ``held_out_problems``: the held-out problems with their answer checkers
@@ -218,7 +194,9 @@ def load_sft_data(source: str, held_out: int, size: int = 2048, seed: int = 0) -
     if Path(source).suffix not in (".jsonl", ".csv"):
         raise ValueError(f"SFT data {source!r} must be 'arithmetic', 'rg:TASK' (a reasoning-gym task) or a "
                          ".jsonl/.csv file of messages or prompt/completion rows")
-    rows = read_rows(source)
+    rows = read_rows(source, "SFT data file")
+    if not rows:
+        raise ValueError(f"{source} holds no examples")
     if held_out >= len(rows):
         raise ValueError(f"{source}: held_out={held_out} leaves no training examples ({len(rows)} rows)")
     order = list(range(len(rows)))

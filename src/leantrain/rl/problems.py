@@ -17,7 +17,6 @@ Sources (``load_problems``):
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from leantrain.data.rows import read_rows
 from leantrain.rl.rewards import RewardFunction, numeric_reward, reasoning_gym_reward
 from leantrain.validation import is_positive_int
 
@@ -139,28 +139,10 @@ def reasoning_gym_problems(configurations: Sequence[tuple[str, Mapping[str, Any]
     return Problems(prompts, {"answer": answers, "metadata": metadata}, {"reasoning_gym": reward}, name, stratum)
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number} is not JSON: {error}") from error
-        return rows
-    if path.suffix == ".csv":
-        with open(path, newline="") as file:
-            return list(csv.DictReader(file))
-    raise ValueError(f"problems file {str(path)!r} must end in .jsonl or .csv")
-
-
 def file_problems(path: str | Path) -> Problems:
     """Problems from a JSONL or CSV file with ``prompt`` and ``answer`` columns (see the module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"problems file {str(path)!r} does not exist")
-    rows = _read_rows(path)
+    rows = read_rows(path, "problems file")
     if not rows:
         raise ValueError(f"{path} holds no problems")
     for number, row in enumerate(rows, start=1):
