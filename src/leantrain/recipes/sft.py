@@ -49,7 +49,7 @@ class SFTConfig:
     """One SFT run. ``model``: "smollm2" or a local HF causal-LM folder. ``data``: "arithmetic", "rg:TASK" or a
     JSONL/CSV of TRL-format rows (data/sft.py); ``problems`` per reasoning-gym configuration (256: "arithmetic"
     then has about 440 distinct problems, its first configuration having only 200, and an epoch of 42
-    updates, ~15 min on 2 CPU cores), ``held_out`` of
+    updates, ~5 min on 2 CPU cores), ``held_out`` of
     them kept out. ``epochs`` over the training rows (``max_steps`` caps the updates). ``lr`` None: 2e-5 for
     full fine-tuning, 2e-4 with LoRA (TRL's default and the usual LoRA one), with ``warmup`` (a fraction of
     the updates) and ``schedule``. ``memory``: the memory parts; ``memory_budget`` (bytes) instead lets the
