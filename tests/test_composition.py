@@ -1,6 +1,7 @@
-"""The composition matrix, one process: {full, LoRA} × {no sampling, "paper", "all-linear"} × {lean off,
-on} × {every optimizer} × {fp32, bf16 autocast}, on a tiny Llama (no dropout anywhere, so every
-difference comes from the parts).
+"""The composition matrix, one process: {full, LoRA} × {no sampling, "paper", "all-linear"} × {no layer
+checkpointing, "layers"} × {lean off, on} × {every optimizer, with 32- and 8-bit states} × {fp32, bf16
+autocast}, on a tiny Llama (no dropout anywhere, so every difference comes from the parts); and the
+optimizer step in backward in every fp32 cell.
 
 Each cell, against its reference (the same model without sampling and lean, under the same
 precision): the loss is the same; every gradient the parts compute exactly is the same (all of
@@ -18,8 +19,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import leantrain as lt
-from leantrain.names import LOW_RANK_OPTIMIZERS, OPTIMIZERS
+from leantrain.names import LOW_RANK_OPTIMIZERS, OPTIMIZERS, STATE_BITS
 from leantrain.optim import build_optimizer
+from leantrain.optim.in_backward import StepInBackward
 
 MODES = ("full", "lora")
 SAMPLING = (None, "paper", "all-linear")
@@ -56,19 +58,27 @@ def low_rank_names(model, optimizer) -> set[str]:
     return {names[id(p)] for group in optimizer.param_groups if "rank" in group for p in group["params"]}
 
 
-CELLS = list(itertools.product(MODES, SAMPLING, (False, True), PRECISIONS))
+CELLS = list(itertools.product(MODES, SAMPLING, (None, "layers"), (False, True), PRECISIONS))
 
 
-@pytest.mark.parametrize(("mode", "targets", "lean", "precision"), CELLS,
-                         ids=[f"{m}-{t or 'exact'}-{'lean' if lean else 'stock'}-{p}" for m, t, lean, p in CELLS])
-def test_cell_agrees_with_its_reference(mode, targets, lean, precision):
+def converted(mode, targets, checkpointing, lean):
+    model = tiny(mode)
+    sampled = {} if targets is None else lt.apply_sampling(model, lt.SamplingConfig("wtacrs", 0.3, seed=0), targets)
+    if checkpointing:
+        lt.apply_checkpointing(model, checkpointing)
+    if lean:
+        lt.apply_lean(model)
+    return model, sampled
+
+
+@pytest.mark.parametrize(("mode", "targets", "checkpointing", "lean", "precision"), CELLS,
+                         ids=[f"{m}-{t or 'exact'}-{c or 'nockpt'}-{'lean' if lean else 'stock'}-{p}"
+                              for m, t, c, lean, p in CELLS])
+def test_cell_agrees_with_its_reference(mode, targets, checkpointing, lean, precision):
     ids = torch.randint(64, (4, 16), generator=torch.Generator().manual_seed(1))
     reference = tiny(mode)
     ref_loss, ref_grads = grads(reference, ids, precision)
-    model = tiny(mode)
-    sampled = {} if targets is None else lt.apply_sampling(model, lt.SamplingConfig("wtacrs", 0.3, seed=0), targets)
-    if lean:
-        lt.apply_lean(model)
+    model, sampled = converted(mode, targets, checkpointing, lean)
     loss, got = grads(model, ids, precision)
     tolerance = TOLERANCE[precision]
     assert torch.allclose(loss, ref_loss, rtol=tolerance), (loss, ref_loss)
@@ -83,9 +93,36 @@ def test_cell_agrees_with_its_reference(mode, targets, lean, precision):
             continue
         error = (grad - ref_grads[name]).norm() / ref_grads[name].norm().clamp_min(1e-12)
         assert error <= tolerance, (name, float(error))
-    for optimizer_name in OPTIMIZERS:
-        optimizer = build_optimizer(optimizer_name, model, lr=1e-3, rank=rank_of(optimizer_name))
+    for optimizer_name, bits in itertools.product(OPTIMIZERS, STATE_BITS):
+        if optimizer_name == "sgd" and bits == 8:
+            continue
+        optimizer = build_optimizer(optimizer_name, model, lr=1e-3, rank=rank_of(optimizer_name), state_bits=bits)
         reference_optimizer = build_optimizer(optimizer_name, reference, lr=1e-3, rank=rank_of(optimizer_name))
         assert low_rank_names(model, optimizer) == low_rank_names(reference, reference_optimizer), optimizer_name
         optimizer.step()
         assert all(torch.isfinite(p).all() for p in model.parameters()), optimizer_name
+
+
+FP32_CELLS = [cell[:-1] for cell in CELLS if cell[-1] == "fp32"]
+
+
+@pytest.mark.parametrize(("mode", "targets", "checkpointing", "lean"), FP32_CELLS,
+                         ids=[f"{m}-{t or 'exact'}-{c or 'nockpt'}-{'lean' if lean else 'stock'}"
+                              for m, t, c, lean in FP32_CELLS])
+@pytest.mark.parametrize("optimizer_name", ["adamw", "galore"])
+def test_step_in_backward_equals_the_ordinary_step_in_every_cell(mode, targets, checkpointing, lean, optimizer_name):
+    """Sampled rows are drawn per backward, so both models draw the same ones: the updates are bit-identical."""
+    ids = torch.randint(64, (4, 16), generator=torch.Generator().manual_seed(1))
+    results = []
+    for in_backward in (False, True):
+        model, _ = converted(mode, targets, checkpointing, lean)
+        optimizer = build_optimizer(optimizer_name, model, lr=1e-3, rank=rank_of(optimizer_name), state_bits=8)
+        stepper = StepInBackward(model, optimizer) if in_backward else None
+        for _ in range(2):
+            model(input_ids=ids, labels=ids).loss.backward()
+            if stepper is None:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        results.append({name: p.detach().clone() for name, p in model.named_parameters()})
+    for name, value in results[0].items():
+        assert torch.equal(value, results[1][name]), name
