@@ -3,21 +3,12 @@ task can end its run early (evaluated and saved as the last update) without a re
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_lm import seeded_batch, tiny_llama
 
 from leantrain.engine import Engine, EngineConfig, TrainTask
 from leantrain.io import load_checkpoint
 
-
-def tiny() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
-                                        num_attention_heads=2, num_key_value_heads=1, use_cache=False))
-
-
-def batch(update: int) -> dict[str, torch.Tensor]:
-    ids = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(update))
-    return {"input_ids": ids, "labels": ids}
+tiny, batch = tiny_llama, seeded_batch
 
 
 class Counter:

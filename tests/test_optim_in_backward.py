@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from tiny_lm import seeded_batch, tiny_llama
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -127,15 +128,7 @@ def test_engine_config_refuses_clipping_and_accumulation_with_step_in_backward()
         EngineConfig(max_steps=1, step_in_backward="yes")
 
 
-def tiny() -> nn.Module:
-    torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
-                                        num_attention_heads=2, num_key_value_heads=1, use_cache=False))
-
-
-def batch(update: int) -> dict[str, torch.Tensor]:
-    ids = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(update))
-    return {"input_ids": ids, "labels": ids}
+tiny, batch = tiny_llama, seeded_batch
 
 
 def task() -> TrainTask:

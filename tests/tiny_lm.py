@@ -29,3 +29,18 @@ def tiny_lm(folder: Path, template: str, context: int = 96):
                                          max_position_embeddings=context, eos_token_id=0))
     model.save_pretrained(folder)
     return model, fast
+
+
+def tiny_llama():
+    """A 1-layer Llama of width 16 over 32 tokens, seeded: the engine tests' model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=1, use_cache=False))
+
+
+def seeded_batch(update: int) -> dict[str, torch.Tensor]:
+    """Update ``update``'s batch for ``tiny_llama``: 2 rows of 8 tokens, labels = inputs."""
+    ids = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(update))
+    return {"input_ids": ids, "labels": ids}
