@@ -208,11 +208,10 @@ def sft(config: SFTConfig, resume: bool = False, show_bar: bool = True,
     if memory.step_in_backward and config.grad_clip is not None and engine.is_main:
         print(f"sft: the step in backward updates each parameter before the others' gradients exist, so the "
               f"global-norm clipping at {config.grad_clip} is off (the norm is still logged)", flush=True)
-    engine.config = replace(config.engine(total, show_bar), step_in_backward=memory.step_in_backward,
-                            grad_clip=None if memory.step_in_backward else config.grad_clip)
+    recorded = replace(config, memory=memory)  # the parts trained with: the planner's choice under a budget
+    engine.config = recorded.engine(total, show_bar)
     memory.apply(model)
     model.train()
-    recorded = replace(config, memory=memory)
     if engine.is_main and not resume:
         (run_dir / CONFIG_FILE).write_text(json.dumps(asdict(recorded), indent=2))
     problems = data.held_out_problems
