@@ -110,12 +110,15 @@ def _state_bytes(model: nn.Module, options: MemoryOptions) -> int:
     return optimizer_state_bytes(optimizer)
 
 
+def parts_on(options: MemoryOptions) -> list[str]:
+    """The parts of ``TIME_COST`` that ``options`` turns on (32-bit states count as off)."""
+    return [part for part in TIME_COST if getattr(options, part) not in (None, False, 32)]
+
+
 def _time(options: MemoryOptions) -> float:
     time = 1.0
-    for part, cost in TIME_COST.items():
-        value = getattr(options, part)
-        if value not in (None, False, 32):
-            time *= cost
+    for part in parts_on(options):
+        time *= TIME_COST[part]
     if options.lean and options.chunked_loss:
         time /= TIME_COST["chunked_loss"]  # lean includes it
     return time
@@ -174,9 +177,7 @@ def plan_memory(model: str | nn.Module, batch_size: int, seq_len: int, budget: i
             rerun = activations[unwrapped][1] * batch_size
         estimates.append(Estimate(options, weights, gradients[options.step_in_backward], states[options.state_bits],
                                   saved * batch_size, head + rerun + step_temporaries, _time(options)))
-    estimates.sort(key=lambda e: (e.time, sum(v not in (None, False, 32) for v in (
-        e.options.chunked_loss, e.options.state_bits, e.options.step_in_backward, e.options.checkpointing,
-        e.options.lean, e.options.sampling)), e.total))
+    estimates.sort(key=lambda e: (e.time, len(parts_on(e.options)), e.total))
     fitting = [e for e in estimates if e.total <= budget * (1 - margin)]
     if not fitting:
         smallest = min(estimates, key=lambda e: e.total)
