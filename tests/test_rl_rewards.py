@@ -8,7 +8,6 @@ research/rl_hyperfit.md §6.1), from the main thread and from a worker thread.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import sys
@@ -140,14 +139,11 @@ def test_numeric_reward_column_and_unparseable_reference() -> None:
         numeric_reward(tolerance=math.nan)
 
 
-def test_math_verify_reward_needs_the_package() -> None:
-    if importlib.util.find_spec("math_verify") is None:
-        with pytest.raises(ImportError, match="pip install math-verify"):
-            math_verify_reward()
-    else:
-        reward = math_verify_reward()
-        assert reward(["q"] * 2, [chat(r"So \boxed{\frac{1}{2}}"), chat(r"So \boxed{3}")],
-                      answer=["1/2", "4"]) == [1.0, 0.0]
+def test_math_verify_reward_scores_with_math_verify() -> None:
+    """The real package (the rl extra installs it; tests/test_extras.py covers its absence)."""
+    reward = math_verify_reward()
+    assert reward(["q"] * 2, [chat(r"So \boxed{\frac{1}{2}}"), chat(r"So \boxed{3}")],
+                  answer=["1/2", "4"]) == [1.0, 0.0]
 
 
 def test_math_verify_reward_calls(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from leantrain import __version__
+from leantrain.extras import MissingExtra
 
 
 def _commands() -> list[ModuleType]:
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, MissingExtra) as error:
         print(f"leantrain {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from leantrain.data.bbc import LABELS, LabelledText, load_bbc_news, split
 from leantrain.data.kjv_books import GROUPS, load_kjv_books
+from leantrain.extras import require
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,7 @@ def _rows_from_file(path: Path) -> list[dict]:
 
 
 def _rows_from_hub(name: str) -> tuple[list[dict], list[dict] | None]:
-    try:
-        import datasets
-    except ImportError:
-        raise ValueError(f"data 'hf:{name}' needs the datasets package: pip install datasets") from None
+    datasets = require("datasets", f"data 'hf:{name}'")
     loaded = datasets.load_dataset(name)
     test = next((loaded[s] for s in ("test", "validation") if s in loaded), None)
     return list(loaded["train"]), None if test is None else list(test)

@@ -283,9 +283,9 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
        reward_functions: Mapping[str, RewardFunction] | None = None) -> RLResult:
     """Run (or with ``resume`` continue) ``config`` on the engine. ``problems``: (training, held-out) instead of
     ``config.data``; ``reward_functions`` replace the problems' own (TRL's signature)."""
+    train, held_out = problems or prepare_problems(config)  # before the run folder: bad data leaves nothing behind
     engine, run_dir, _, model, tokenizer = open_run(config.engine(show_bar), config.output_dir, config.model,
                                                     config.seed, on_log)
-    train, held_out = problems or prepare_problems(config)
     if reward_functions is not None:
         train, held_out = (replace(p, reward_functions=dict(reward_functions)) for p in (train, held_out))
     train_ids = encode_prompts(tokenizer, train.prompts, chat=config.chat)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from leantrain.data.rows import read_rows
+from leantrain.extras import require
 from leantrain.rl.rewards import RewardFunction, numeric_reward, reasoning_gym_reward
 from leantrain.validation import is_positive_int
 
@@ -115,7 +116,7 @@ class _TaskRouter:
 def reasoning_gym_problems(configurations: Sequence[tuple[str, Mapping[str, Any]]], size: int, seed: int,
                            name: str) -> Problems:
     """``size`` problems per configuration (distinct prompts within each), one stratum per configuration."""
-    import reasoning_gym
+    reasoning_gym = require("reasoning_gym", f"the {name!r} problems (reasoning-gym)")
 
     prompts, answers, metadata, stratum, datasets = [], [], [], [], {}
     for index, (task, settings) in enumerate(configurations):

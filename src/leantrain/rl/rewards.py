@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import torch
 
+from leantrain.extras import require
 from leantrain.rl.answers import boxed_answer, last_number, numbers_equal, parse_number
 
 logger = logging.getLogger("leantrain.rl")
@@ -112,12 +113,10 @@ def math_verify_reward(column: str = "answer") -> RewardFunction:
     expressions), as DARS's released code scores. A reference it cannot parse gives None (TRL's
     ``accuracy_reward``). math-verify's own timeouts use ``signal.alarm``, which works only on the
     main thread; off it they are off (as TRL does), and ``score_completions``'s timeout applies.
-    Needs ``pip install math-verify``.
+    Needs math-verify (``pip install 'leantrain[rl]'``).
     """
-    try:
-        from math_verify import parse, verify
-    except ImportError:
-        raise ImportError("math_verify_reward needs the math-verify package: pip install math-verify") from None
+    math_verify = require("math_verify", "math_verify_reward")
+    parse, verify = math_verify.parse, math_verify.verify
 
     def reward(prompts: Sequence[Any], completions: Sequence[Completion], **columns: Any) -> list[float | None]:
         references = _column(columns, column, len(completions), "math_verify_reward")
