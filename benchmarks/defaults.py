@@ -24,11 +24,14 @@ import argparse
 import json
 import math
 import statistics
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from leantrain.config.finetune import FinetuneConfig
 from leantrain.data.classification import load_classification_data
-from leantrain.recipes.finetune import FinetuneConfig, run_finetune
+from leantrain.recipes.finetune import parse_run, run_finetune
 
 OLD = {"full": (5e-4, 0.0), "lora": (5e-4, 0.0)}  # the one shared default before per-mode defaults
 FAIL_LOSS = 0.9   # x ln(classes)
@@ -71,13 +74,16 @@ class Runner:
             self.data[task, seed] = load_classification_data(task, seed=seed)
         data = self.data[task, seed]
         seq_len = self.args.bbc_seq_len if task == "bbc" else self.args.seq_len
-        config = FinetuneConfig(data=task, mode=mode, lr=lr, warmup=warmup, seq_len=seq_len, epochs=1,
-                                batch_size=self.args.batch_size, max_train_examples=self.args.max_train,
-                                max_test_examples=self.args.max_test, seed=seed)
         losses = []
         started = time.perf_counter()
-        result = run_finetune(config, data=data, show_bar=False,
-                              on_record=lambda r: losses.append(r["loss"]) if "loss" in r else None)
+        with tempfile.TemporaryDirectory(prefix="leantrain-bench-defaults-") as folder:
+            base = FinetuneConfig(data=task, warmup=warmup, seq_len=seq_len, epochs=1,
+                                  batch_size=self.args.batch_size, max_train_examples=self.args.max_train,
+                                  max_test_examples=self.args.max_test)
+            base = replace(base, engine=replace(base.engine, output_dir=folder, seed=seed),
+                           optim=replace(base.optim, lr=lr))
+            result = run_finetune(parse_run(mode, base), data=data, show_bar=False,
+                                  on_record=lambda r: losses.append(r["loss"]) if "loss" in r else None)
         classes = len(data.label_names)
         last = statistics.fmean(losses[-max(1, len(losses) // 4):])
         record = {"key": key, "mode": mode, "lr": lr, "warmup": warmup, "task": task, "seed": seed,

@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
+from dataclasses import replace
 
 import torch
 from timing import interleaved_medians, timed_training_step
 
+from leantrain.config import MemoryOptions, OptimConfig
+from leantrain.config.finetune import DEFAULT_LR, FinetuneConfig
 from leantrain.data.classification import load_classification_data
 from leantrain.memory import measure_memory
 from leantrain.memory.peak import cpu_peak_in_subprocess
 from leantrain.models.presets import build_model, random_batch
-from leantrain.recipes.finetune import DEFAULT_LR, FinetuneConfig, parse_run, run_finetune
-from leantrain.recipes.step_spec import StepSpec, make_optimizer
+from leantrain.plan.step_spec import STEP_LR, StepSpec
+from leantrain.recipes.finetune import parse_run, run_finetune
 
 GIB = 2**30
+ADAMW = OptimConfig("adamw", lr=STEP_LR)  # the optimizer of the memory and speed tables
 MEMORY_COLUMNS = ("full", "full+wtacrs@0.3", "full+wtacrs@0.1", "full+wtacrs@0.3+lean", "lora",
                   "lora+wtacrs@0.3+lean")
 # The lean companions are exact, so they leave accuracy as it is; they are timed, not re-trained.
@@ -43,19 +48,18 @@ def memory_table(args) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     base_total = base_peak = base_batch = None
     for spec in MEMORY_COLUMNS:
-        convert = parse_run(spec, FinetuneConfig()).conversions()
+        memory = run_memory(spec)
         model = build_model("bert-base", args.seed)
-        for step in convert:
-            step(model)
+        memory.apply(model)
         batch = random_batch(model, args.batch_size, args.seq_len, args.seed)
-        report = measure_memory(model, batch, make_optimizer("adamw", model),
-                                peak_builder=StepSpec("bert-base", args.batch_size, args.seq_len, "adamw",
-                                                      convert, args.seed))
+        report = measure_memory(model, batch, ADAMW.build(model),
+                                peak_builder=StepSpec("bert-base", args.batch_size, args.seq_len, ADAMW, memory,
+                                                      args.seed))
         del model
         state = report.parameter_bytes + report.gradient_bytes + report.optimizer_state_bytes
         total = state + report.saved.total
         peak = report.peak.step_bytes + report.parameter_bytes
-        max_batch = largest_batch(convert, peak, report.parameter_bytes, args)
+        max_batch = largest_batch(memory, peak, report.parameter_bytes, args)
         base_total, base_peak, base_batch = base_total or total, base_peak or peak, base_batch or max_batch
         print(f"| {parse_run(spec, FinetuneConfig()).label} | {state / GIB:.2f} GiB | "
               f"{report.saved.total / GIB:.2f} GiB | {total / GIB:.2f} GiB | {base_total / total:.2f}x | "
@@ -66,13 +70,18 @@ def memory_table(args) -> None:
           f"{args.batch_size}; the optimizer step's own peak does not grow with the batch)")
 
 
-def largest_batch(convert, step_peak: int, parameter_bytes: int, args) -> int:
+def run_memory(spec: str) -> MemoryOptions:
+    """The memory parts of the recipe's run ``spec`` ("full", "lora+wtacrs@0.3+lean", ...), sampling seeded 0."""
+    return parse_run(spec, FinetuneConfig()).resolved().memory
+
+
+def largest_batch(memory: MemoryOptions, step_peak: int, parameter_bytes: int, args) -> int:
     """The largest batch whose step fits ``args.budget_gib``. A step peaks either in forward + backward
     (activations, affine in the batch) or in the optimizer step (parameters, gradients and states,
     flat in the batch), so: fit the forward + backward peak at two batches; if it fits at the larger
     one but the whole step there does not, the optimizer step alone is over budget."""
     def backward_peak(batch_size: int) -> int:
-        spec = StepSpec("bert-base", batch_size, args.seq_len, None, convert, args.seed)
+        spec = StepSpec("bert-base", batch_size, args.seq_len, None, memory, args.seed)
         return cpu_peak_in_subprocess(spec).step_bytes + parameter_bytes
 
     small, large = backward_peak(args.small_batch), backward_peak(args.batch_size)
@@ -97,9 +106,11 @@ def accuracy_table(args) -> None:
         accuracies = []
         lr = lrs["lora"] if spec.startswith("lora") else lrs["full"]
         for seed in seeds:
-            config = parse_run(spec, FinetuneConfig(max_train_examples=max_train, epochs=args.epochs, seed=seed,
-                                                        lr=lr))
-            accuracies.append(100 * run_finetune(config, data=data, show_bar=False).accuracy)
+            with tempfile.TemporaryDirectory(prefix="leantrain-bench-finetune-") as folder:
+                base = FinetuneConfig(max_train_examples=max_train, epochs=args.epochs)
+                base = replace(base, engine=replace(base.engine, output_dir=folder, seed=seed),
+                               optim=replace(base.optim, lr=lr))
+                accuracies.append(100 * run_finetune(parse_run(spec, base), data=data, show_bar=False).accuracy)
         mean = statistics.fmean(accuracies)
         base = base if base is not None else mean
         print(f"| {parse_run(spec, FinetuneConfig()).label} | {mean:.2f} ± {statistics.stdev(accuracies):.2f} | "
@@ -113,9 +124,8 @@ def speed_table(args) -> None:
     for spec in SPEED_COLUMNS:
         torch.manual_seed(args.seed)
         model, _ = load_classifier("minilm", 5)
-        for step in parse_run(spec, FinetuneConfig()).conversions():
-            step(model)
-        runs[parse_run(spec, FinetuneConfig()).label] = (model.train(), make_optimizer("adamw", model))
+        run_memory(spec).apply(model)
+        runs[parse_run(spec, FinetuneConfig()).label] = (model.train(), ADAMW.build(model))
     batch = random_batch(next(iter(runs.values()))[0], 16, 128, args.seed)
 
     medians = interleaved_medians(lambda label: timed_training_step(*runs[label], batch), runs, args.repeats)

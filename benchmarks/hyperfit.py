@@ -16,26 +16,30 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from timing import interleaved_medians, timed_training_step
 
+from leantrain.config import MemoryOptions, OptimConfig
+from leantrain.config.hyperfit import HyperfitConfig
 from leantrain.memory.peak import cpu_peak_in_subprocess
+from leantrain.plan.step_spec import StepSpec
 from leantrain.recipes.causal_lm import model_folder
-from leantrain.recipes.hyperfit import HyperfitConfig, hyperfit
-from leantrain.recipes.step_spec import StepSpec
+from leantrain.recipes.hyperfit import hyperfit
 from leantrain.sampling import SamplingConfig
 
 MIB = 2**20
-SMOLLM2_LAYERS = 30
-# Run name -> settings on top of the CPU preset. LoRA trains ~1% of the weights: 10x the learning rate
-# ("lora-last5"), or 50x and twice the epochs ("lora-last5-long": the follow-up trained far longer).
+LORA_LAST5 = MemoryOptions(lora=16, lora_layers=5)
+# Run name -> HyperfitConfig fields on top of the CPU preset (LoRA and sampling in the memory section, the lr
+# in the optim one). LoRA trains ~1% of the weights: 10x the learning rate ("lora-last5"), or 50x and twice
+# the epochs ("lora-last5-long": the follow-up trained far longer).
 # "kjv-full" checks the preset's defaults (chosen on BBC News) on a corpus nobody tuned them on.
 RUNS = {
     "full": {},
-    "lora-last5": {"lora": 16, "lora_layers": 5, "lr": 1e-3},
-    "lora-last5-long": {"lora": 16, "lora_layers": 5, "lr": 5e-3, "epochs": 24, "eval_every": 12},
-    "wtacrs-lean": {"sampling": SamplingConfig.from_spec("wtacrs@0.3"), "lean": True},
+    "lora-last5": {"memory": LORA_LAST5, "optim": OptimConfig(lr=1e-3)},
+    "lora-last5-long": {"memory": LORA_LAST5, "optim": OptimConfig(lr=5e-3), "epochs": 24, "eval_every": 12},
+    "wtacrs-lean": {"memory": MemoryOptions(sampling=SamplingConfig.from_spec("wtacrs@0.3"), lean=True)},
     "kjv-full": {"corpus": "kjv", "other_corpus": "bbc"},
 }
 TITLES = {"bbc": "BBC News", "kjv": "KJV"}
@@ -51,17 +55,24 @@ def peak_bytes(config: HyperfitConfig) -> int:
     return cpu_peak_in_subprocess(spec).step_bytes + parameters
 
 
+def run_config(name: str, seed: int = 0, output_dir: str | None = None) -> HyperfitConfig:
+    """Run ``name`` on the CPU preset with ``seed``, in ``output_dir`` (None: the recipe's run folder)."""
+    engine = replace(HyperfitConfig().engine, seed=seed, **({} if output_dir is None else {"output_dir": output_dir}))
+    return HyperfitConfig(preset="cpu", engine=engine, **RUNS[name])
+
+
 def step_spec(config: HyperfitConfig) -> StepSpec:
-    """One training step of this configuration (its conversions and optimizer) at its batch shape."""
-    return StepSpec(str(model_folder(config.model)), config.batch_size, config.seq_len, config.optimizer,
-                    config.conversions(SMOLLM2_LAYERS), config.seed, config.rank)
+    """One training step of this configuration (its memory parts and optimizer) at its batch shape."""
+    config = config.resolved()
+    return StepSpec(str(model_folder(config.model)), config.batch_size, config.seq_len, config.optim, config.memory,
+                    config.engine.seed)
 
 
 def speed_table(names: list[str], repeats: int) -> str:
     """Seconds of one training step of each run, interleaved (benchmarks/timing.py), side by side."""
     steps = {}
     for name in names:
-        model, batch, optimizer = step_spec(HyperfitConfig.preset("cpu", **RUNS[name]))()
+        model, batch, optimizer = step_spec(run_config(name))()
         steps[name] = (model, optimizer, batch)
     medians = interleaved_medians(lambda name: timed_training_step(*steps[name]), names, repeats)
     base = medians[names[0]]
@@ -71,7 +82,7 @@ def speed_table(names: list[str], repeats: int) -> str:
 
 
 def run_one(name: str, seed: int, output: Path) -> dict:
-    config = HyperfitConfig.preset("cpu", output_dir=str(output / f"{name}-s{seed}"), seed=seed, **RUNS[name])
+    config = run_config(name, seed, str(output / f"{name}-s{seed}"))
     result = hyperfit(config, show_bar=False)
     first, last = result.records[0], result.records[-1]
     return {"run": name, "seed": seed, "train_seconds": result.train_seconds, "peak_bytes": peak_bytes(config),

@@ -14,18 +14,18 @@ Run:  .venv/bin/python benchmarks/memory.py [--models bert-base llama-small] [--
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 import time
 from collections import defaultdict
 
 from transformers.utils import logging
 
-from leantrain.lean import LeanConfig, apply_lean, remove_lean
+from leantrain.config import MemoryOptions, OptimConfig
+from leantrain.lean import apply_lean, remove_lean
 from leantrain.memory import saved_tensor_bytes
 from leantrain.memory.peak import cpu_peak_in_subprocess
 from leantrain.models.presets import build_model, random_batch
-from leantrain.recipes.step_spec import StepSpec
+from leantrain.plan.step_spec import StepSpec
 
 MIB = 2**20
 
@@ -98,9 +98,9 @@ def compare(name: str, batch_size: int, seq_len: int, peak: bool, speed_repeats:
         print(f"\nforward + backward time, lean / stock: {time_ratio:.2f}x (median of {speed_repeats}, interleaved)")
     if peak:
         del model, batch
-        lean_step = (functools.partial(apply_lean, config=LeanConfig()),)
-        stock_peak = cpu_peak_in_subprocess(StepSpec(name, batch_size, seq_len, "adamw"))
-        lean_peak = cpu_peak_in_subprocess(StepSpec(name, batch_size, seq_len, "adamw", lean_step))
+        adamw = OptimConfig("adamw")
+        stock_peak = cpu_peak_in_subprocess(StepSpec(name, batch_size, seq_len, adamw))
+        lean_peak = cpu_peak_in_subprocess(StepSpec(name, batch_size, seq_len, adamw, MemoryOptions(lean=True)))
         print(f"\npeak of one AdamW step above resident ({stock_peak.method}): stock "
               f"{stock_peak.step_bytes / MIB:.0f} MiB, lean {lean_peak.step_bytes / MIB:.0f} MiB "
               f"({lean_peak.step_bytes / stock_peak.step_bytes:.3f}x); resident before the step: stock "

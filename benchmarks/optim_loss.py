@@ -15,19 +15,31 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from leantrain.config import OptimConfig
+from leantrain.config.pretrain import PretrainConfig
 from leantrain.models.llama_sizes import build_llama
-from leantrain.optim import OPTIMIZERS, build_optimizer, optimizer_state_bytes
-from leantrain.recipes.pretrain import PretrainConfig, pretrain
+from leantrain.names import LOW_RANK_OPTIMIZERS, OPTIMIZERS
+from leantrain.optim import optimizer_state_bytes
+from leantrain.recipes.pretrain import pretrain
+
+
+def optim_config(name: str, args: argparse.Namespace) -> OptimConfig:
+    """The recipe's optimizer section (weight decay, betas) with this optimizer, the peak lr and, for the
+    low-rank ones, the rank and refresh gap (AdamW takes neither)."""
+    low_rank = name in LOW_RANK_OPTIMIZERS
+    return replace(PretrainConfig().optim, name=name, lr=args.lr, rank=args.rank if low_rank else None,
+                   update_proj_gap=args.update_proj_gap if low_rank else None)
 
 
 def state_bytes(name: str, args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     model = build_llama(args.size, args.vocab, args.seq_len)
-    optimizer = build_optimizer(name, model, lr=1e-3, rank=args.rank, update_proj_gap=args.update_proj_gap)
+    optimizer = replace(optim_config(name, args), lr=1e-3).build(model)
     for p in model.parameters():
         p.grad = torch.randn_like(p)
     optimizer.step()
@@ -56,14 +68,15 @@ def main() -> None:
         tokenizer = None
         for seed in args.seeds:
             for name in args.optimizers:
+                engine = replace(PretrainConfig().engine, output_dir=f"{root}/{name}-{seed}", seed=seed,
+                                 save_every=10**9)
                 config = PretrainConfig(
-                    output_dir=f"{root}/{name}-{seed}", size=args.size, vocab_size=args.vocab, tokenizer=tokenizer,
-                    tokens=args.tokens, seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr,
-                    optimizer=name, rank=args.rank, update_proj_gap=args.update_proj_gap, seed=seed,
-                    eval_every=100, save_every=10**9,
+                    size=args.size, vocab_size=args.vocab, tokenizer=tokenizer, tokens=args.tokens,
+                    seq_len=args.seq_len, batch_size=args.batch_size, eval_every=100, engine=engine,
+                    optim=optim_config(name, args),
                 )
                 result = pretrain(config, show_bar=False)
-                tokenizer = tokenizer or str(Path(config.output_dir) / "tokenizer.json")
+                tokenizer = tokenizer or str(Path(config.engine.output_dir) / "tokenizer.json")
                 losses[name].append(result.val_loss)
                 seconds[name].append(result.train_seconds)
                 parameters = result.parameters

@@ -2,7 +2,7 @@
 tokens, then pass@k (k = 1 … n) of every run on the same held-out problems, over seeds.
 
 Every run trains SmolLM2-135M-Instruct on the built-in `arithmetic` problems (reasoning-gym chain_sum)
-with the settings in ``SHARED`` (LoRA r = 16 on every linear layer, so that a CPU affords the runs; the
+with the settings of ``shared_config`` (LoRA r = 16 on every linear layer, so that a CPU affords the runs; the
 algorithms' own defaults otherwise) until ``--token-budget`` tokens were generated. Then each run's
 policy, and the starting model once, samples ``--n`` completions of each of the ``held_out`` problems
 (the same seeded samples for every policy) and the unbiased pass@k is computed. Runs and counts are
@@ -19,16 +19,30 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
-from leantrain.recipes.rl import RLConfig, load_policy, prepare_problems, rl
+from leantrain.config import MemoryOptions
+from leantrain.config.rl import RLConfig
+from leantrain.recipes.rl import load_policy, prepare_problems, rl
 from leantrain.recipes.rl_eval import count_correct, ks_up_to
 from leantrain.rl.pass_at_k import pass_at_k
 
 ALGOS = ("grpo", "dars-et", "dars-hw", "self", "dars-b")
-SHARED = {"lora": 16, "lr": 2e-4, "max_new_tokens": 16, "grad_accum": 8, "generation_batch": 128, "eval_problems": 0,
-          "eval_every": None, "steps": 1000, "held_out": 200}
+SHARED = {"max_new_tokens": 16, "generation_batch": 128, "eval_problems": 0, "eval_every": None, "steps": 1000,
+          "held_out": 200}
 START = "start"
+
+
+def shared_config(folder: Path | None = None, seed: int = 0, **fields) -> RLConfig:
+    """``SHARED`` with ``fields``, LoRA r16, lr 2e-4 and 8 micro-batches an update; the run folder ``folder``
+    (None: the recipe's) and seed ``seed``."""
+    defaults = RLConfig()
+    engine = replace(defaults.engine, grad_accum=8, seed=seed)
+    if folder is not None:
+        engine = replace(engine, output_dir=str(folder))
+    return RLConfig(**SHARED, **fields, engine=engine, optim=replace(defaults.optim, lr=2e-4),
+                    memory=MemoryOptions(lora=16))
 
 
 def run_folder(out: Path, algo: str, seed: int) -> Path:
@@ -39,7 +53,7 @@ def train(out: Path, algo: str, seed: int, budget: int) -> None:
     folder = run_folder(out, algo, seed)
     if (folder / "summary.json").is_file():
         return
-    config = RLConfig(output_dir=str(folder), algo=algo, seed=seed, token_budget=budget, **SHARED)
+    config = shared_config(folder, seed, algo=algo, token_budget=budget)
     resume = (folder / "checkpoint.safetensors").is_file()
     print(f"{algo} seed {seed}: training to {budget:,} generated tokens{' (resuming)' if resume else ''}", flush=True)
     result = rl(config, resume=resume, show_bar=True)
@@ -56,7 +70,7 @@ def evaluate(out: Path, label: str, source: str, n: int) -> None:
     path = counts_file(out, label)
     if path.is_file():
         return
-    problems = prepare_problems(RLConfig(**SHARED))[1]
+    problems = prepare_problems(shared_config().resolved())[1]
     model, tokenizer, _ = load_policy(source)
     counts = count_correct(model, tokenizer, problems, n, max_new_tokens=SHARED["max_new_tokens"],
                            batch_size=SHARED["generation_batch"], seed=0, show_progress=True)

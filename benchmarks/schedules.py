@@ -15,23 +15,25 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 from transformers.utils import logging
 
+from leantrain.config.fields import to_dict
+from leantrain.config.pretrain import PretrainConfig
 from leantrain.io import read_metrics
-from leantrain.recipes.pretrain import PretrainConfig, pretrain
+from leantrain.recipes.pretrain import pretrain
 from leantrain.schedules.predictor import LoggedRun, fit_loss_curve
 
 SCHEDULES = ("constant", "cosine", "wsd", "power", "linear")
 
 
 def run(config: PretrainConfig, reuse: bool) -> list[dict]:
-    folder = Path(config.output_dir)
+    folder = Path(config.engine.output_dir)
     done = (folder / "summary.json").is_file() and (folder / "config.json").is_file()
     if not (reuse and done and json.loads((folder / "config.json").read_text()) == json.loads(
-            json.dumps(asdict(config)))):
+            json.dumps(to_dict(config.resolved())))):
         pretrain(config, show_bar=False)
     return read_metrics(folder / "metrics.jsonl")
 
@@ -57,10 +59,13 @@ def main() -> None:
 
     def config(schedule: str, seed: int, hard_fraction: float = 1.0) -> PretrainConfig:
         tag = f"{schedule}-hard{hard_fraction:g}" if hard_fraction < 1 else schedule
-        return PretrainConfig(output_dir=f"{args.out}/{tag}-seed{seed}", size=args.size, seq_len=args.seq_len,
-                              batch_size=args.batch_size, vocab_size=args.vocab_size, tokens=args.tokens,
-                              lr=args.lr, schedule=schedule, seed=seed, hard_fraction=hard_fraction,
-                              eval_every=25, eval_batches=16, save_every=10_000)
+        defaults = PretrainConfig()
+        return PretrainConfig(size=args.size, seq_len=args.seq_len, batch_size=args.batch_size,
+                              vocab_size=args.vocab_size, tokens=args.tokens, schedule=schedule,
+                              hard_fraction=hard_fraction, eval_every=25, eval_batches=16,
+                              engine=replace(defaults.engine, output_dir=f"{args.out}/{tag}-seed{seed}", seed=seed,
+                                             save_every=10_000),
+                              optim=replace(defaults.optim, lr=args.lr))
 
     first = config("cosine", args.seeds[0])
     print(f"KJV, Llama {args.size}, {first.total_steps} updates x {first.tokens_per_step:,} tokens "
@@ -90,7 +95,7 @@ def main() -> None:
     for seed in args.seeds:
         hard_config = config("wsd", seed, hard_fraction=0.5)
         hard = run(hard_config, args.reuse)
-        seconds = [json.loads((Path(c.output_dir) / "summary.json").read_text())["train_seconds"]
+        seconds = [json.loads((Path(c.engine.output_dir) / "summary.json").read_text())["train_seconds"]
                    for c in (config("wsd", seed), hard_config)]
         print(f"| {seed} | {final(logs['wsd', seed]):.4f} | {final(hard):.4f} | {seconds[0]:.0f} | {seconds[1]:.0f} |")
 

@@ -24,25 +24,29 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from leantrain.config import MemoryOptions, OptimConfig
+from leantrain.config.sft import SFTConfig
 from leantrain.data.sft import load_sft_data
-from leantrain.memory.options import MemoryOptions
-from leantrain.recipes.sft import SFTConfig, sft
+from leantrain.recipes.sft import sft
 from leantrain.sampling import SamplingConfig
 
-EXACT = MemoryOptions(checkpointing="layers", chunked_loss=True, state_bits=8, step_in_backward=True)
-CONFIGS = {
-    "stock (AdamW)": MemoryOptions(),
+# Each configuration: its memory section and its optimizer section.
+EXACT = (MemoryOptions(checkpointing="layers", chunked_loss=True), OptimConfig(state_bits=8, step_in_backward=True))
+CONFIGS: dict[str, tuple[MemoryOptions, OptimConfig]] = {
+    "stock (AdamW)": (MemoryOptions(), OptimConfig()),
     "leantrain: checkpointing + chunked loss + 8-bit + step in backward": EXACT,
-    "leantrain: the above + lean + WTA-CRS@0.3": replace(EXACT, lean=True, chunked_loss=False,
-                                                         sampling=SamplingConfig("wtacrs", 0.3, seed=0)),
+    "leantrain: the above + lean + WTA-CRS@0.3": (
+        replace(EXACT[0], lean=True, chunked_loss=False, sampling=SamplingConfig("wtacrs", 0.3, seed=0)), EXACT[1]),
     "leantrain: GaLore r128 8-bit + checkpointing + chunked loss + step in backward":
-        replace(EXACT, optimizer="galore", rank=128),
+        (EXACT[0], replace(EXACT[1], name="galore", rank=128)),
 }
 TRL = "TRL SFTTrainer (checkpointing + 8-bit AdamW)"
 
 
-def run_leantrain(options: MemoryOptions, steps: int, batch: int, folder: str) -> dict:
-    config = SFTConfig(output_dir=folder, batch_size=batch, max_steps=steps, eval_problems=0, memory=options)
+def run_leantrain(parts: tuple[MemoryOptions, OptimConfig], steps: int, batch: int, folder: str) -> dict:
+    memory, optim = parts
+    config = SFTConfig(batch_size=batch, max_steps=steps, eval_problems=0,
+                       engine=replace(SFTConfig().engine, output_dir=folder), optim=optim, memory=memory)
     started = time.perf_counter()
     result = sft(config, show_bar=False)
     return {"start": result.records[0]["heldout_loss"], "end": result.records[-1]["heldout_loss"],

@@ -51,11 +51,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from leantrain.memory.options import MemoryOptions
+from leantrain.config import MemoryOptions, OptimConfig, describe_parts
 
 MIB = 2**20
 LR = 1e-5
-EXACT = MemoryOptions(checkpointing="layers", chunked_loss=True, state_bits=8, step_in_backward=True)
+# leantrain's parts: its memory section and its optimizer section (lr None: the measured step's, StepSpec's).
+EXACT = (MemoryOptions(checkpointing="layers", chunked_loss=True), OptimConfig(state_bits=8, step_in_backward=True))
 SHAPES = {"smollm2": (4, 512), "bert-base": (64, 128)}
 # The planner's budget: about 1.5x below what HF checkpointing + 8-bit AdamW measured (BENCHMARKS.md).
 PLANNER_BUDGET = {"smollm2": 1.5 * 2**30, "bert-base": 1.0 * 2**30}
@@ -64,7 +65,7 @@ PLANNER_BUDGET = {"smollm2": 1.5 * 2**30, "bert-base": 1.0 * 2**30}
 @dataclass(frozen=True)
 class Setup:
     kind: str  # "leantrain", "hf" or "trl"
-    options: MemoryOptions | None = None  # leantrain's parts; "planner": chosen for the budget
+    parts: tuple[MemoryOptions, OptimConfig] | None = None  # leantrain's parts; "planner": chosen for the budget
     planner: bool = False
 
 
@@ -73,9 +74,9 @@ CONFIGS = {
     "HF checkpointing + 8-bit AdamW": Setup("hf"),
     "TRL SFTTrainer (checkpointing + 8-bit AdamW)": Setup("trl"),
     "leantrain: checkpointing + chunked loss + 8-bit + step in backward": Setup("leantrain", EXACT),
-    "leantrain: the above + lean": Setup("leantrain", replace(EXACT, lean=True, chunked_loss=False)),
+    "leantrain: the above + lean": Setup("leantrain", (replace(EXACT[0], lean=True, chunked_loss=False), EXACT[1])),
     "leantrain: GaLore r128 8-bit + checkpointing + chunked loss + step in backward":
-        Setup("leantrain", replace(EXACT, optimizer="galore", rank=128)),
+        Setup("leantrain", (EXACT[0], replace(EXACT[1], name="galore", rank=128))),
     "leantrain: the planner's choice": Setup("leantrain", planner=True),
 }
 
@@ -101,11 +102,12 @@ def _hf_step(name: str, model_name: str, batch: int, seq: int):
     return model, random_batch(model, batch, seq), optimizer
 
 
-def _leantrain_step(options: MemoryOptions, model_name: str, batch: int, seq: int):
-    from leantrain.recipes.step_spec import StepSpec
+def _leantrain_step(parts: tuple[MemoryOptions, OptimConfig], model_name: str, batch: int, seq: int):
+    from leantrain.plan.step_spec import StepSpec
 
-    model, inputs, optimizer = StepSpec.of(model_name, batch, seq, options)()
-    return model, inputs, optimizer, options.describe()
+    memory, optim = parts
+    model, inputs, optimizer = StepSpec(model_name, batch, seq, optim, memory)()
+    return model, inputs, optimizer, describe_parts(memory, optim)
 
 
 def _train_steps(model: nn.Module, inputs: dict, optimizer, steps: int, device: str) -> list[float]:
@@ -162,7 +164,7 @@ def _child(name: str, setup: Setup, model_name: str, batch: int, seq: int, steps
         import bitsandbytes  # noqa: F401  every configuration's libraries are loaded before the baseline,
         import trl  # noqa: F401  so that none is charged for code it imports
 
-        from leantrain.memory import planner  # noqa: F401
+        from leantrain.plan import planner  # noqa: F401
         layer = nn.Linear(64, 64)
         layer(torch.randn(8, 64)).sum().backward()
         torch.optim.AdamW(layer.parameters()).step()
@@ -179,7 +181,7 @@ def _child(name: str, setup: Setup, model_name: str, batch: int, seq: int, steps
             if setup.kind == "hf":
                 model, inputs, optimizer = _hf_step(name, model_name, batch, seq)
             else:
-                model, inputs, optimizer, described = _leantrain_step(setup.options, model_name, batch, seq)
+                model, inputs, optimizer, described = _leantrain_step(setup.parts, model_name, batch, seq)
             seconds = _train_steps(model, inputs, optimizer, steps, device)
         peak = (torch.cuda.max_memory_allocated() if device == "cuda"
                 else (_rss_kib("VmHWM") - empty) * 1024)
@@ -194,14 +196,14 @@ def _child(name: str, setup: Setup, model_name: str, batch: int, seq: int, steps
 def measure(name: str, model_name: str, batch: int, seq: int, steps: int, device: str) -> dict:
     setup = CONFIGS[name]
     if setup.planner:
-        from leantrain.memory.planner import plan_memory
+        from leantrain.plan.planner import plan_memory
 
         try:
             plan = plan_memory(model_name, batch, seq, int(PLANNER_BUDGET.get(model_name, 2**30)))
         except ValueError as error:  # nothing fits the budget: a result to report, not a crash
             return {"name": name, "error": str(error)}
         print(plan.explain(), flush=True)
-        setup = Setup("leantrain", plan.chosen)
+        setup = Setup("leantrain", (plan.memory, plan.optim))
     outcome = {}
     for memory in (True, False):  # the memory's process, then the time's (two steps / ``steps`` steps)
         context = multiprocessing.get_context("spawn")

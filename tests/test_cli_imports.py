@@ -8,7 +8,8 @@ import pytest
 import leantrain
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["finetune", "--help"], ["pretrain", "--help"], ["memory", "--help"],
+@pytest.mark.parametrize("argv", [["--help"], ["sft", "--help"], ["finetune", "--help"], ["pretrain", "--help"],
+                                  ["memory", "--help"],
                                   ["schedule", "plot", "--help"], ["demo", "--help"],
                                   ["hyperfit", "--help"], ["rl", "--help"], ["rl", "eval", "--help"]])
 def test_help_imports_neither_torch_nor_transformers(argv):
@@ -25,7 +26,9 @@ def test_python_dash_m_leantrain_runs_the_cli():
 
 def test_top_level_names_are_lazy_and_listed():
     code = ("import sys, leantrain\nassert 'torch' not in sys.modules\n"
-            "assert leantrain.prepare.__module__ == 'leantrain.convert'\nassert 'torch' in sys.modules\n"
+            "assert leantrain.MemoryOptions.__module__ == 'leantrain.config.memory'\n"
+            "assert 'torch' not in sys.modules\n"
+            "assert leantrain.apply_lean.__module__ == 'leantrain.lean.surgery'\nassert 'torch' in sys.modules\n"
             "assert all(hasattr(leantrain, name) for name in leantrain.__all__)")
     subprocess.run([sys.executable, "-c", code], check=True)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):

@@ -18,9 +18,9 @@ from distributed import launch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import leantrain as lt
-from leantrain.engine import Engine, EngineConfig, TrainTask
+from leantrain.config import EngineConfig, OptimConfig
+from leantrain.engine import Engine, RunPlan, TrainTask
 from leantrain.names import LOW_RANK_OPTIMIZERS
-from leantrain.optim import build_optimizer
 
 CELLS = list(itertools.product(("ddp", "fsdp2"), ("full", "lora"), (None, "paper"), (False, True),
                                ("adamw", "galore", "dct"), ("fp32", "bf16")))
@@ -38,7 +38,7 @@ def tiny(mode: str, targets: str | None, lean: bool) -> torch.nn.Module:
                                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
                                          attn_implementation="eager", use_cache=False))
     if mode == "lora":
-        lt.apply_lora(model, rank=4, dropout=0.0)
+        lt.apply_lora(model, rank=4)
     if targets is not None:
         lt.apply_sampling(model, lt.SamplingConfig("wtacrs", 0.3, seed=0), targets)
     if lean:
@@ -54,11 +54,9 @@ def batch(update: int) -> dict[str, torch.Tensor]:
 def run_cell(layout, mode, targets, lean, optimizer, precision) -> dict:
     model = tiny(mode, targets, lean)
     losses = []
-    engine = Engine(EngineConfig(max_steps=UPDATES, precision=precision, layout=layout, show_progress=False),
-                    on_record=lambda r: losses.append(r["loss"]) if "loss" in r else None)
-    task = TrainTask(model=model, batch=batch,
-                     build_optimizer=lambda m: build_optimizer(optimizer, m, lr=1e-2, rank=rank_of(optimizer)))
-    engine.run(task)
+    engine = Engine(on_record=lambda r: losses.append(r["loss"]) if "loss" in r else None, show_progress=False)
+    task = TrainTask(model=model, batch=batch, optim=OptimConfig(optimizer, lr=1e-2, rank=rank_of(optimizer)))
+    engine.run(task, EngineConfig(precision=precision, layout=layout), RunPlan(UPDATES))
     state = {name: value.float().clone() for name, value in engine.full_state_dict().items()}
     return {"losses": losses, "state": state}
 

@@ -5,26 +5,29 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 from distributed import launch
 
+from leantrain.config import EngineConfig
+from leantrain.config.fields import with_settings
+from leantrain.config.pretrain import PretrainConfig
 from leantrain.io import read_metrics
-from leantrain.recipes.pretrain import PretrainConfig, pretrain
+from leantrain.recipes.pretrain import pretrain
 from leantrain.sampling import SamplingConfig
 
 
 def tiny(folder, **changes) -> PretrainConfig:
-    config = PretrainConfig(output_dir=str(folder), size="1m", max_chars=40_000, vocab_size=320, seq_len=32,
-                            batch_size=4, grad_accum=2, tokens=32 * 8 * 8, warmup_steps=2, eval_every=4,
-                            eval_batches=2, save_every=4, schedule="wsd", decay_steps=0.25)
-    return replace(config, **changes)
+    """``changes``: fields, or "section.field" (e.g. ``**{"engine.layout": "fsdp2"}``)."""
+    config = PretrainConfig(size="1m", max_chars=40_000, vocab_size=320, seq_len=32, batch_size=4, tokens=32 * 8 * 8,
+                            warmup_steps=2, eval_every=4, eval_batches=2, schedule="wsd", decay_steps=0.25,
+                            engine=EngineConfig(output_dir=str(folder), grad_accum=2, grad_clip=1.0, save_every=4))
+    return with_settings(config, changes)
 
 
 def train(config: PretrainConfig) -> list[dict]:
     pretrain(config, show_bar=False)
-    return read_metrics(os.path.join(config.output_dir, "metrics.jsonl"))
+    return read_metrics(os.path.join(config.engine.output_dir, "metrics.jsonl"))
 
 
 def train_until_ctrl_c(config: PretrainConfig, stop_at: int) -> str:
@@ -41,7 +44,7 @@ def train_until_ctrl_c(config: PretrainConfig, stop_at: int) -> str:
 
 def resume(config: PretrainConfig) -> list[dict]:
     pretrain(config, resume=True, show_bar=False)
-    return read_metrics(os.path.join(config.output_dir, "metrics.jsonl"))
+    return read_metrics(os.path.join(config.engine.output_dir, "metrics.jsonl"))
 
 
 def close(a: list[dict], b: list[dict], key: str, rel: float) -> bool:
@@ -52,7 +55,7 @@ def close(a: list[dict], b: list[dict], key: str, rel: float) -> bool:
 @pytest.mark.parametrize("layout", ["ddp", "fsdp2"])
 def test_two_processes_follow_the_one_process_curve(tmp_path, layout):
     one = train(tiny(tmp_path / "one"))
-    two = launch(train, tiny(tmp_path / "two", layout=layout))[0]
+    two = launch(train, tiny(tmp_path / "two", **{"engine.layout": layout}))[0]
     # Exact parts, no dropout in Llama: the runs differ only by the order of float sums.
     assert [r["step"] for r in two] == [r["step"] for r in one]
     for key in ("loss", "grad_norm", "val_loss"):
@@ -67,9 +70,11 @@ def test_a_sampled_two_process_run_lies_within_the_estimators_spread(tmp_path):
     def final(records: list[dict]) -> float:
         return [r["val_loss"] for r in records if "val_loss" in r][-1]
 
-    ones = [final(train(tiny(tmp_path / f"one-{seed}", sampling=SamplingConfig("wtacrs", 0.3, seed=seed))))
-            for seed in range(6)]
-    two = final(launch(train, tiny(tmp_path / "two", sampling=SamplingConfig("wtacrs", 0.3, seed=0)))[0])
+    def sampled(folder, seed: int) -> PretrainConfig:
+        return tiny(folder, **{"memory.sampling": SamplingConfig("wtacrs", 0.3, seed=seed)})
+
+    ones = [final(train(sampled(tmp_path / f"one-{seed}", seed))) for seed in range(6)]
+    two = final(launch(train, sampled(tmp_path / "two", 0))[0])
     mean, spread = statistics.mean(ones), statistics.stdev(ones)
     assert spread > 0  # the seeds really sample differently
     assert abs(two - mean) <= 4 * spread * (1 + 1 / len(ones)) ** 0.5, (two, ones)
@@ -78,8 +83,9 @@ def test_a_sampled_two_process_run_lies_within_the_estimators_spread(tmp_path):
 @pytest.mark.parametrize(("layout", "optimizer"), [("ddp", "adamw"), ("fsdp2", "galore")])
 def test_a_two_process_checkpoint_resumes_bit_identically_after_ctrl_c(tmp_path, layout, optimizer):
     sampled = SamplingConfig("wtacrs", 0.3, seed=1)  # each process draws its own rows: per-rank state
-    changes = {"sampling": sampled, "lean": True, "layout": layout, "optimizer": optimizer,
-               "rank": 8 if optimizer == "galore" else None, "update_proj_gap": 3 if optimizer == "galore" else None}
+    changes = {"memory.sampling": sampled, "memory.lean": True, "engine.layout": layout, "optim.name": optimizer,
+               "optim.rank": 8 if optimizer == "galore" else None,
+               "optim.update_proj_gap": 3 if optimizer == "galore" else None}
     straight = launch(train, tiny(tmp_path / "straight", **changes))[0]
     config = tiny(tmp_path / "split", **changes)
     assert launch(train_until_ctrl_c, config, 6) == ["stopped", "stopped"]

@@ -5,7 +5,8 @@ import pytest
 import torch
 from tiny_lm import seeded_batch, tiny_llama
 
-from leantrain.engine import Engine, EngineConfig, TrainTask
+from leantrain.config import EngineConfig, OptimConfig
+from leantrain.engine import Engine, RunPlan, TrainTask
 from leantrain.io import load_checkpoint
 
 tiny, batch = tiny_llama, seeded_batch
@@ -32,33 +33,37 @@ class Counter:
 
 def task(counter: Counter, finish_at: int | None = None) -> TrainTask:
     return TrainTask(model=tiny(), batch=counter.batch, state=counter.state, load_state=counter.load_state,
-                     build_optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2),
+                     optim=OptimConfig(lr=1e-2),
                      evaluate=lambda engine: {"evaluated": 1.0},
                      finished=None if finish_at is None else (lambda update: update >= finish_at))
 
 
+def run(task: TrainTask, run_dir, plan: RunPlan, resume: bool = False):
+    return Engine(run_dir, show_progress=False).run(task, EngineConfig(str(run_dir)), plan, resume=resume)
+
+
 def test_the_task_state_is_saved_and_given_back_on_resume(tmp_path):
     first = Counter()
-    Engine(EngineConfig(max_steps=3, show_progress=False), tmp_path).run(task(first))
+    run(task(first), tmp_path, RunPlan(3))
     saved = load_checkpoint(tmp_path / "checkpoint.safetensors")["task"]
     assert saved["served"] == 3 and saved["tensor"].tolist() == [3.0, 3.0]
     second = Counter()
-    result = Engine(EngineConfig(max_steps=5, show_progress=False), tmp_path).run(task(second), resume=True)
+    result = run(task(second), tmp_path, RunPlan(5), resume=True)
     assert second.restored["served"] == 3 and second.served == 5 and result.steps == 5
 
 
 def test_a_task_ends_its_run_early_and_a_resume_does_not_train_on(tmp_path):
     counter = Counter()
-    result = Engine(EngineConfig(max_steps=10, eval_every=100, show_progress=False), tmp_path).run(task(counter, 3))
+    result = run(task(counter, 3), tmp_path, RunPlan(10, eval_every=100))
     assert result.steps == 3 and counter.served == 3
     assert [r["step"] for r in result.records] == [3] and result.records[-1]["evaluated"] == 1.0
     assert load_checkpoint(tmp_path / "checkpoint.safetensors")["step"] == 3
     again = Counter()
-    result = Engine(EngineConfig(max_steps=10, show_progress=False), tmp_path).run(task(again, 3), resume=True)
+    result = run(task(again, 3), tmp_path, RunPlan(10), resume=True)
     assert result.steps == 3 and again.served == 3  # restored, nothing served after
 
 
 def test_state_and_load_state_go_together():
     with pytest.raises(ValueError, match=r"TrainTask\.state and TrainTask\.load_state go together"):
-        TrainTask(model=tiny(), batch=batch, build_optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+        TrainTask(model=tiny(), batch=batch, optim=OptimConfig("sgd", lr=0.1),
                   state=lambda: {})

@@ -7,9 +7,12 @@ import pytest
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from leantrain.cli import main
+from leantrain.config import EngineConfig, MemoryOptions, OptimConfig
+from leantrain.config.fields import with_settings
+from leantrain.config.finetune import FinetuneConfig
 from leantrain.data.classification import load_classification_data
 from leantrain.models.pretrained import minilm_path
-from leantrain.recipes.finetune import FinetuneConfig, parse_run, run_finetune
+from leantrain.recipes.finetune import parse_run, run_finetune
 
 TEXTS = {"sport": "the team won the match with a late goal", "money": "shares fell as the bank raised rates"}
 
@@ -36,29 +39,33 @@ def csv_data(tmp_path):
     return str(path)
 
 
-def train(tiny_model, csv_data, run):
-    config = parse_run(run, FinetuneConfig(model=tiny_model, data=csv_data, epochs=4, batch_size=8, seq_len=16,
-                                           lr=1e-2))
-    result = run_finetune(config, show_bar=False)
+def tiny(tiny_model, csv_data, folder, **changes) -> FinetuneConfig:
+    """``changes``: fields, or "section.field" (e.g. ``**{"optim.lr": 1.0}``)."""
+    config = FinetuneConfig(model=tiny_model, data=csv_data, epochs=4, batch_size=8, seq_len=16,
+                            engine=EngineConfig(str(folder)), optim=OptimConfig(lr=1e-2, weight_decay=0.01))
+    return with_settings(config, changes)
+
+
+def train(tiny_model, csv_data, run, folder):
+    result = run_finetune(parse_run(run, tiny(tiny_model, csv_data, folder)), show_bar=False)
     assert len(result.accuracy_by_epoch) == len(result.train_loss_by_epoch) == 4
     return result
 
 
 @pytest.mark.parametrize("run", ["full", "full+wtacrs@0.3", "full+crs@0.3"])
-def test_full_finetuning_learns_a_separable_task(tiny_model, csv_data, run):
-    assert train(tiny_model, csv_data, run).accuracy == 1.0
+def test_full_finetuning_learns_a_separable_task(tiny_model, csv_data, run, tmp_path):
+    assert train(tiny_model, csv_data, run, tmp_path).accuracy == 1.0
 
 
-def test_full_finetuning_with_a_low_rank_optimizer(tiny_model, csv_data):
-    config = FinetuneConfig(model=tiny_model, data=csv_data, epochs=4, batch_size=8, seq_len=16, lr=1e-2,
-                            optimizer="fira", rank=8)
+def test_full_finetuning_with_a_low_rank_optimizer(tiny_model, csv_data, tmp_path):
+    config = tiny(tiny_model, csv_data, tmp_path, **{"optim.name": "fira", "optim.rank": 8})
     losses = run_finetune(config, show_bar=False).train_loss_by_epoch
     assert losses[-1] < losses[0], losses
 
 
 @pytest.mark.parametrize("run", ["lora", "lora+wtacrs@0.3", "lora+topk@0.5"])
-def test_lora_finetuning_lowers_the_training_loss(tiny_model, csv_data, run):
-    losses = train(tiny_model, csv_data, run).train_loss_by_epoch
+def test_lora_finetuning_lowers_the_training_loss(tiny_model, csv_data, run, tmp_path):
+    losses = train(tiny_model, csv_data, run, tmp_path).train_loss_by_epoch
     assert losses[-1] < losses[0], losses
 
 
@@ -82,20 +89,25 @@ def test_bad_input_gets_a_clear_error(tiny_model, csv_data, tmp_path):
     with pytest.raises(ValueError, match="has no column 'category'"):
         load_classification_data(csv_data, label_column="category")
     with pytest.raises(FileNotFoundError, match="is not an HF model folder"):
-        run_finetune(FinetuneConfig(model=str(tmp_path), data=csv_data), show_bar=False)
+        run_finetune(tiny(str(tmp_path), csv_data, tmp_path / "run"), show_bar=False)
     with pytest.raises(ValueError, match="batch_size=0 must be an integer >= 1"):
         FinetuneConfig(batch_size=0)
     with pytest.raises(ValueError, match="'quantum' is neither"):
         parse_run("full+quantum", FinetuneConfig())
     with pytest.raises(ValueError, match=r"budget=2\.0 must be"):
         parse_run("lora+wtacrs@2", FinetuneConfig())
+    with pytest.raises(ValueError, match=r"run 'full' is full fine-tuning, but LoRA rank 4 is set for every run"):
+        parse_run("full", FinetuneConfig(memory=MemoryOptions(lora=4)))
+    with pytest.raises(ValueError, match=r"run 'lora\+lean' sets lean to 'lean', but it is already set for every run"):
+        parse_run("lora+lean", FinetuneConfig(memory=MemoryOptions(lean=True)))
+    assert parse_run("lora", FinetuneConfig(memory=MemoryOptions(lora=4))).memory.lora == 4  # --lora sets the rank
 
 
 def test_cli_compares_runs_side_by_side(tiny_model, csv_data, capsys, tmp_path):
     assert main(["finetune", "--model", tiny_model, "--data", csv_data, "--runs", "full,lora+wtacrs@0.3",
                  "--seq-len", "16", "--batch-size", "8", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "LoRA + WTA-CRS@0.3" in out and "test accuracy" in out
+    assert "LoRA r8 + WTA-CRS@0.3" in out and "test accuracy" in out
     assert (tmp_path / "lora+wtacrs@0.3" / "checkpoint.safetensors").is_file()
     assert "peak memory" in out and "MiB" in out
     assert main(["finetune", "--model", tiny_model, "--data", csv_data, "--batch-size", "0", "--no-peak"]) == 2
@@ -109,18 +121,18 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_bit_identically(tiny_mod
 
     from leantrain.io import load_checkpoint, read_metrics
 
-    config = FinetuneConfig(model=tiny_model, data=csv_data, epochs=2, batch_size=8, seq_len=16, lr=1e-2,
-                            sampling=parse_run("full+wtacrs@0.3", FinetuneConfig()).sampling)
-    whole = run_finetune(config, run_dir=tmp_path / "whole", show_bar=False)
+    config = parse_run("full+wtacrs@0.3", tiny(tiny_model, csv_data, tmp_path, epochs=2))
+    whole = run_finetune(with_settings(config, {"engine.output_dir": str(tmp_path / "whole")}), show_bar=False)
+    config = with_settings(config, {"engine.output_dir": str(tmp_path / "split")})
 
     def interrupt_at_step_6(record):
         if record["step"] == 6 and "loss" in record:
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
 
     with pytest.raises(KeyboardInterrupt):
-        run_finetune(config, run_dir=tmp_path / "split", on_record=interrupt_at_step_6, show_bar=False)
+        run_finetune(config, on_record=interrupt_at_step_6, show_bar=False)
     assert (tmp_path / "split" / "checkpoint.safetensors").is_file()
-    resumed = run_finetune(config, run_dir=tmp_path / "split", resume=True, show_bar=False)
+    resumed = run_finetune(config, resume=True, show_bar=False)
     assert resumed.accuracy_by_epoch == whole.accuracy_by_epoch
     assert resumed.train_loss_by_epoch == whole.train_loss_by_epoch
     assert read_metrics(tmp_path / "split" / "metrics.jsonl") == read_metrics(tmp_path / "whole" / "metrics.jsonl")
@@ -130,16 +142,14 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_bit_identically(tiny_mod
 
 
 def test_resume_refuses_a_changed_config_and_bad_input_leaves_no_checkpoint(tiny_model, csv_data, tmp_path):
-    config = FinetuneConfig(model=tiny_model, data=csv_data, epochs=1, batch_size=8, seq_len=16)
-    run_finetune(config, run_dir=tmp_path / "run", show_bar=False)
-    with pytest.raises(ValueError, match=r"settings differ in \['lr'\]"):
-        run_finetune(FinetuneConfig(model=tiny_model, data=csv_data, epochs=1, batch_size=8, seq_len=16, lr=1.0),
-                     run_dir=tmp_path / "run", resume=True, show_bar=False)
+    config = tiny(tiny_model, csv_data, tmp_path / "run", epochs=1, **{"optim.lr": None})
+    run_finetune(config, show_bar=False)
+    with pytest.raises(ValueError, match=r"settings differ in \['optim\.lr'\]"):
+        run_finetune(with_settings(config, {"optim.lr": 1.0}), resume=True, show_bar=False)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
-        run_finetune(config, run_dir=tmp_path / "fresh", resume=True, show_bar=False)
+        run_finetune(tiny(tiny_model, csv_data, tmp_path / "fresh"), resume=True, show_bar=False)
     with pytest.raises(ValueError, match="has no column"):
-        run_finetune(FinetuneConfig(model=tiny_model, data=csv_data, label_column="nope"),
-                     run_dir=tmp_path / "bad", show_bar=False)
+        run_finetune(tiny(tiny_model, csv_data, tmp_path / "bad", label_column="nope"), show_bar=False)
     assert not (tmp_path / "bad").exists() and not (tmp_path / "fresh").exists()
 
 
@@ -149,7 +159,7 @@ def test_the_peak_is_measured_on_the_run_itself(tiny_model):
     from leantrain.sampling import SampledLinear
 
     config = parse_run("lora+wtacrs@0.3", FinetuneConfig(model=tiny_model, batch_size=3, seq_len=12,
-                                                          optimizer="galore", rank=4))
+                                                          optim=OptimConfig("galore", rank=4)))
     model, batch, optimizer = FinetuneStep(config, num_labels=7)()
     assert model.config.num_labels == 7 and batch["input_ids"].shape == (3, 12)
     assert isinstance(optimizer, GaLoreAdamW)  # the run's optimizer, not AdamW

@@ -3,18 +3,20 @@ resume, LoRA on the last layers, bad input, the command line, and two processes.
 
 import json
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 from distributed import assert_same_records, launch
 
 from leantrain.cli import main as cli_main
+from leantrain.config import EngineConfig, MemoryOptions, OptimConfig
+from leantrain.config.fields import with_settings
+from leantrain.config.hyperfit import HyperfitConfig
 from leantrain.data.corpus import bbc_text
 from leantrain.data.tokenizer import END_OF_TEXT, train_tokenizer
 from leantrain.io import read_metrics
 from leantrain.recipes.causal_lm import load_causal_lm, model_folder
-from leantrain.recipes.hyperfit import HyperfitConfig, hyperfit
+from leantrain.recipes.hyperfit import hyperfit
 from leantrain.sampling import SamplingConfig
 
 
@@ -33,10 +35,11 @@ def tiny_model(tmp_path_factory):
 
 
 def tiny(folder, model, **changes) -> HyperfitConfig:
-    config = HyperfitConfig(output_dir=str(folder), model=model, sequences=12, seq_len=40, batch_size=4, epochs=4,
-                            eval_every=2, lr=3e-3, eval_contexts=4, eval_batch_size=4, context_len=8, new_tokens=24,
-                            ttr_window=16, samples=2)
-    return replace(config, **changes)
+    """``changes``: fields, or "section.field" (e.g. ``**{"engine.layout": "fsdp2"}``)."""
+    config = HyperfitConfig(model=model, sequences=12, seq_len=40, batch_size=4, epochs=4, eval_every=2,
+                            eval_contexts=4, eval_batch_size=4, context_len=8, new_tokens=24, ttr_window=16, samples=2,
+                            engine=EngineConfig(str(folder)), optim=OptimConfig(lr=3e-3))
+    return with_settings(config, changes)
 
 
 class Interrupted(Exception):
@@ -82,12 +85,11 @@ def test_resume_continues_the_same_run(tmp_path, tiny_model):
 
 def test_lora_on_the_last_layers_trains_only_their_adapters(tiny_model):
     model, _ = load_causal_lm(model_folder(tiny_model))
-    for convert in tiny("unused", tiny_model, lora=2, lora_layers=1).conversions(model.config.num_hidden_layers):
-        convert(model)
+    tiny("unused", tiny_model, memory=MemoryOptions(lora=2, lora_layers=1)).memory.apply(model)
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert len(trainable) == 14 and all(".layers.2." in name and "lora_" in name for name in trainable)
     with pytest.raises(ValueError, match=r"count=4 must be an integer in \[1, 3\]"):
-        tiny("unused", tiny_model, lora=2, lora_layers=4).conversions(3)
+        MemoryOptions(lora=2, lora_layers=4).apply(model)
 
 
 def test_bad_input_gets_a_clear_error(tmp_path, tiny_model):
@@ -102,11 +104,11 @@ def test_bad_input_gets_a_clear_error(tmp_path, tiny_model):
     for changes, message in (({"batch_size": 0}, "batch_size=0 must be an integer >= 1"),
                              ({"sequences": 2}, "sequences=2 must be >= batch_size=4"),
                              ({"context_len": 40}, "context_len=40 must be shorter than seq_len=40"),
-                             ({"lora_layers": 2}, "lora_layers needs lora")):
+                             ({"memory.lora_layers": 2}, "lora_layers needs lora")):
         with pytest.raises(ValueError, match=message):
             tiny(tmp_path, tiny_model, **changes)
     with pytest.raises(ValueError, match="preset='gpu' is not one of paper, cpu"):
-        HyperfitConfig.preset("gpu")
+        HyperfitConfig(preset="gpu")
 
 
 def test_command_line_runs_and_reports_bad_input(tmp_path, tiny_model, capsys):
@@ -118,6 +120,10 @@ def test_command_line_runs_and_reports_bad_input(tmp_path, tiny_model, capsys):
     assert not any("other_ppl" in r for r in read_metrics(tmp_path / "cli" / "metrics.jsonl"))
     assert cli_main([*common, "--out", str(tmp_path / "bad"), "--batch-size", "0"]) == 2
     assert "batch_size=0 must be an integer >= 1" in capsys.readouterr().err
+    assert cli_main([*common, "--out", str(tmp_path / "planned"), "--memory-budget", "1GiB", "--print-config"]) == 0
+    printed = capsys.readouterr()
+    assert "memory plan for a budget of 1,024 MiB" in printed.err and not (tmp_path / "planned").exists()
+    assert json.loads(printed.out)["memory"]["budget"] == 2**30
 
 
 def held_out_metrics(config: HyperfitConfig) -> list[dict]:
@@ -128,15 +134,18 @@ def held_out_metrics(config: HyperfitConfig) -> list[dict]:
 @pytest.mark.parametrize("layout", ["ddp", "fsdp2"])
 def test_two_processes_give_the_one_process_evaluations(tmp_path, tiny_model, layout):
     one = held_out_metrics(tiny(tmp_path / "one", tiny_model, entropy_control=False))
-    two = launch(held_out_metrics, tiny(tmp_path / "two", tiny_model, layout=layout, entropy_control=False))[0]
+    two = launch(held_out_metrics, tiny(tmp_path / "two", tiny_model, entropy_control=False,
+                                        **{"engine.layout": layout}))[0]
     assert_same_records(two, one)
 
 
 COMPOSED = {
-    "lora-last-sampled-lean": {"lora": 2, "lora_layers": 1, "sampling": SamplingConfig("wtacrs", 0.3, seed=0),
-                               "lean": True, "lr": 1e-2},
-    "galore": {"optimizer": "galore", "rank": 4},
-    "dct-bf16": {"optimizer": "dct", "rank": 4, "precision": "bf16"},
+    "lora-last-sampled-lean": {"memory": MemoryOptions(lora=2, lora_layers=1, lean=True,
+                                                       sampling=SamplingConfig("wtacrs", 0.3, seed=0)),
+                               "optim.lr": 1e-2},
+    "galore": {"optim.name": "galore", "optim.rank": 4},
+    "dct-bf16": {"optim.name": "dct", "optim.rank": 4, "engine.precision": "bf16"},
+    "checkpointing-8bit": {"memory.checkpointing": "layers", "optim.state_bits": 8},
 }
 
 

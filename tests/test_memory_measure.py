@@ -8,7 +8,7 @@ from torch import nn
 
 from leantrain.memory import measure_memory
 from leantrain.models.presets import build_model, random_batch
-from leantrain.recipes.step_spec import StepSpec
+from leantrain.plan.step_spec import StepSpec
 
 
 def test_one_adamw_step_equals_a_hand_count():
@@ -58,8 +58,8 @@ def test_bad_input_gets_a_clear_error():
         measure_memory(model, [torch.zeros(2)], peak=False)
     with pytest.raises(ValueError, match="batch_size"):
         StepSpec("bert-tiny", 0, 8)
-    with pytest.raises(ValueError, match="optimizer"):
-        StepSpec("bert-tiny", 2, 8, optimizer="adam")
+    with pytest.raises(ValueError, match="optim must be an OptimConfig or None, got 'adam'"):
+        StepSpec("bert-tiny", 2, 8, optim="adam")
     with pytest.raises(ValueError, match="HF model folder"):
         build_model("no/such/folder")
 

@@ -1,4 +1,4 @@
-"""The memory planner (memory/planner.py): its choice, measured in a fresh process, fits the budget it was
+"""The memory planner (plan/planner.py): its choice, measured in a fresh process, fits the budget it was
 given; a loose budget gets the fastest step (nothing on), a tight one the parts that save most, an impossible
 one a clear error; and `leantrain memory` with --memory-budget and peak.total_bytes."""
 
@@ -7,11 +7,11 @@ import json
 import pytest
 
 from leantrain.cli import main
-from leantrain.memory.options import MemoryOptions
+from leantrain.config import MemoryOptions, OptimConfig
 from leantrain.memory.peak import cpu_peak_in_subprocess
-from leantrain.memory.planner import plan_memory
 from leantrain.models.presets import build_model
-from leantrain.recipes.step_spec import StepSpec
+from leantrain.plan.planner import plan_memory
+from leantrain.plan.step_spec import StepSpec
 
 MIB = 2**20
 SHAPE = (4, 128)  # llama-small: 4 layers of width 512, a 32,000-token vocabulary (the logits matter)
@@ -24,8 +24,8 @@ def model():
 
 def test_a_loose_budget_gets_the_fastest_step(model):
     plan = plan_memory(model, *SHAPE, budget=64 * 2**30)
-    assert plan.chosen == MemoryOptions()
-    assert plan.estimates[0].options == MemoryOptions()
+    assert (plan.memory, plan.optim) == (MemoryOptions(), OptimConfig())
+    assert plan.estimates[0].parts == (MemoryOptions(), OptimConfig())
 
 
 def test_the_choice_fits_the_budget_when_measured(model):
@@ -33,11 +33,10 @@ def test_the_choice_fits_the_budget_when_measured(model):
     stock, smallest = loosest.estimates[0].total, min(e.total for e in loosest.estimates)
     budget = int((stock + smallest) / 2 / 0.9)  # between the smallest step and the stock one
     plan = plan_memory(model, *SHAPE, budget=budget)
-    assert plan.chosen != MemoryOptions()
-    measured = cpu_peak_in_subprocess(StepSpec.of("llama-small", *SHAPE, plan.chosen))
+    assert (plan.memory, plan.optim) != (MemoryOptions(), OptimConfig())
+    measured = cpu_peak_in_subprocess(StepSpec("llama-small", *SHAPE, plan.optim, plan.memory))
     assert measured.total_bytes <= budget, (plan.explain(), measured.total_bytes / MIB)
-    faster = [e for e in plan.estimates if e.time < plan.estimates[[e.options for e in plan.estimates].index(
-        plan.chosen)].time]
+    faster = [e for e in plan.estimates if e.time < plan.chosen.time]
     assert all(not plan.fits(e) for e in faster)  # nothing faster was left out
     assert "chosen" in plan.explain() and "too big" in plan.explain()
 

@@ -10,7 +10,8 @@ from tiny_lm import seeded_batch, tiny_llama
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from leantrain.engine import Engine, EngineConfig, TrainTask
+from leantrain.config import EngineConfig, OptimConfig
+from leantrain.engine import Engine, RunPlan, TrainTask
 from leantrain.models.presets import build_model, random_batch
 from leantrain.names import MODEL_PRESETS
 from leantrain.optim.factory import build_optimizer
@@ -119,30 +120,33 @@ def test_registration_refuses_what_it_cannot_step_exactly():
         StepInBackward(model, torch.optim.SGD(model.parameters(), lr=0.1))
 
 
-def test_engine_config_refuses_clipping_and_accumulation_with_step_in_backward():
-    with pytest.raises(ValueError, match=r"grad_clip=1\.0 cannot go with step_in_backward=True"):
-        EngineConfig(max_steps=1, grad_clip=1.0, step_in_backward=True)
+def test_the_engine_refuses_accumulation_and_turns_clipping_off_with_step_in_backward(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"grad_accum=2 cannot go with step_in_backward=True"):
-        EngineConfig(max_steps=1, grad_accum=2, step_in_backward=True)
+        Engine(show_progress=False).run(task(fused=True), EngineConfig(grad_accum=2), RunPlan(1))
     with pytest.raises(ValueError, match=r"step_in_backward='yes' must be True or False"):
-        EngineConfig(max_steps=1, step_in_backward="yes")
+        OptimConfig(step_in_backward="yes")
+    _, _, clipped_model = engine_run(None, fused=True, max_steps=2, grad_clip=1e-3, verbose=True)
+    assert "global-norm clipping is off (the norm is still logged)" in capsys.readouterr().out
+    _, _, unclipped_model = engine_run(None, fused=True, max_steps=2)
+    assert_identical(clipped_model, unclipped_model)  # no clipping happened
 
 
 tiny, batch = tiny_llama, seeded_batch
 
 
-def task() -> TrainTask:
+def task(fused: bool = False) -> TrainTask:
     return TrainTask(model=tiny(), batch=batch,
-                     build_optimizer=lambda m: build_optimizer("dct", m, lr=1e-2, rank=4, weight_decay=0.1),
+                     optim=OptimConfig("dct", lr=1e-2, rank=4, weight_decay=0.1, step_in_backward=fused),
                      build_schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 / (1 + step)),
                      evaluate=lambda engine: {"val_loss": float(engine.model(**batch(99)).loss)})
 
 
-def engine_run(run_dir, fused: bool, max_steps: int, resume: bool = False):
+def engine_run(run_dir, fused: bool, max_steps: int, resume: bool = False, grad_clip: float | None = None,
+               verbose: bool = False):
     logged = []
-    config = EngineConfig(max_steps=max_steps, eval_every=2, step_in_backward=fused, show_progress=False)
-    run_task = task()
-    result = Engine(config, run_dir, on_record=logged.append).run(run_task, resume=resume)
+    run_task = task(fused)
+    engine = Engine(run_dir, on_record=logged.append, show_progress=verbose)
+    result = engine.run(run_task, EngineConfig(grad_clip=grad_clip), RunPlan(max_steps, eval_every=2), resume=resume)
     return result, logged, run_task.model.state_dict()
 
 
@@ -162,7 +166,7 @@ def test_the_engine_fused_run_and_its_resume_equal_the_ordinary_run(tmp_path):
 
 
 def test_the_engine_refuses_step_in_backward_on_several_processes():
-    engine = Engine(EngineConfig(max_steps=1, step_in_backward=True, show_progress=False))
+    engine = Engine(show_progress=False)
     engine.world_size = 2  # as under torchrun: refused before anything collective runs
     with pytest.raises(ValueError, match=r"step_in_backward=True runs in one process, not 2"):
-        engine.run(task())
+        engine.run(task(fused=True), EngineConfig(), RunPlan(1))

@@ -12,6 +12,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from leantrain.data.problems import Problems
 from leantrain.recipes.rl_eval import (
     CorrectCounts,
     count_correct,
@@ -20,7 +21,6 @@ from leantrain.recipes.rl_eval import (
     write_pass_at_k_report,
 )
 from leantrain.rl.pass_at_k import pass_at_k
-from leantrain.rl.problems import Problems
 from leantrain.rl.rollouts import encode_prompts, generate_rollouts
 
 VOCAB, EOS = 40, 1

@@ -18,9 +18,13 @@ from distributed import assert_same_records, launch
 from tiny_lm import tiny_lm
 
 from leantrain.cli import main as cli_main
+from leantrain.config import EngineConfig, MemoryOptions, OptimConfig
+from leantrain.config.fields import with_settings
+from leantrain.config.rl import RLConfig
 from leantrain.io import read_metrics
-from leantrain.recipes.rl import RLConfig, greedy_accuracy, load_policy, prepare_problems, rl
+from leantrain.recipes.rl import greedy_accuracy, load_policy, prepare_problems, rl
 from leantrain.rl.rollouts import encode_prompts
+from leantrain.sampling import SamplingConfig
 
 TEMPLATE = ("{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
             "{% if add_generation_prompt %}Answer:{% endif %}")
@@ -51,9 +55,11 @@ def problems_file(tmp_path_factory):
 
 
 def tiny(folder, model, data, **changes) -> RLConfig:
-    config = RLConfig(output_dir=str(folder), model=model, data=data, held_out=8, eval_problems=8, steps=2,
-                      rollouts=4, prompts_per_step=3, max_new_tokens=8, eval_every=1, lr=1e-3)
-    return replace(config, **changes)
+    """``changes``: fields, or "section.field" (e.g. ``**{"engine.layout": "fsdp2"}``)."""
+    config = RLConfig(model=model, data=data, held_out=8, eval_problems=8, steps=2, rollouts=4, prompts_per_step=3,
+                      max_new_tokens=8, eval_every=1, engine=EngineConfig(str(folder), grad_clip=1.0),
+                      optim=OptimConfig(lr=1e-3))
+    return with_settings(config, changes)
 
 
 def updates(folder) -> list[dict]:
@@ -133,7 +139,7 @@ def test_a_token_budget_ends_the_run(tmp_path, tiny_model, problems_file):
 
 
 def test_a_run_folder_loads_as_its_trained_policy(tmp_path, tiny_model, problems_file):
-    config = tiny(tmp_path, tiny_model, problems_file, lora=2)
+    config = tiny(tmp_path, tiny_model, problems_file, **{"memory.lora": 2}).resolved()
     result = rl(config, show_bar=False, reward_functions={"has_e": has_e})
     model, tokenizer, loaded = load_policy(tmp_path)
     assert loaded == config
@@ -156,6 +162,7 @@ def test_bad_input_gets_a_clear_error_or_is_counted(tmp_path, tiny_model, proble
     with pytest.raises(ValueError, match="must be 'arithmetic', 'rg:TASK'"):
         rl(tiny(tmp_path / "c", tiny_model, "problems.txt"), show_bar=False)
     for changes, message in (({"rollouts": 0}, "rollouts=0 must be an integer >= 1"),
+                             ({"rollouts": 1}, "rollouts=1 must be >= 2: a rollout's advantage is its reward minus"),
                              ({"algo": "ppo"}, "algo='ppo' is not one of grpo, dars-et"),
                              ({"max_rollouts": 2}, "max_rollouts=2 must be >= rollouts=4"),
                              ({"temperature": 0.0}, "temperature=0.0 must be > 0"),
@@ -185,25 +192,39 @@ def test_the_command_line_trains_and_evaluates_pass_at_k(tmp_path, tiny_model, p
     assert str(run) in table and tiny_model in table and "pass@4" in table.replace(" ", "").replace("k=", "pass@")
     assert cli_main(["rl", "--model", tiny_model, "--data", problems_file, "--rollouts", "0"]) == 2
     assert "rollouts=0 must be an integer >= 1" in capsys.readouterr().err
+    # a default that depends on another is derived, not refused: 64 evaluated problems, at most --held-out
+    assert cli_main(["rl", "--model", tiny_model, "--data", problems_file, "--held-out", "5", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["eval_problems"] == 5
+    # the planner's parts for the step (8 prompts x 8 rollouts here: stock ~35 MiB, lean ~21 MiB), written nowhere
+    assert cli_main(["rl", "--model", tiny_model, "--data", problems_file, "--held-out", "8", "--memory-budget",
+                     "28MiB", "--print-config", "--out", str(tmp_path / "planned")]) == 0
+    printed = capsys.readouterr()
+    planned = json.loads(printed.out)
+    assert "memory plan for a budget of 28 MiB" in printed.err and "chosen" in printed.err
+    assert planned["memory"]["budget"] == 28 * 2**20 and planned["memory"]["lean"] is True
+    assert not (tmp_path / "planned").exists()
 
 
 def two_step_records(config: RLConfig) -> list[dict]:
     rl(config, show_bar=False, reward_functions={"has_e": has_e})
     return [{k: v for k, v in r.items() if k not in TIMINGS}
-            for r in read_metrics(f"{config.output_dir}/metrics.jsonl")]
+            for r in read_metrics(f"{config.engine.output_dir}/metrics.jsonl")]
 
 
 @pytest.mark.parametrize("layout", ["ddp", "fsdp2"])
 def test_two_processes_give_the_one_process_run(tmp_path, tiny_model, problems_file, layout):
     one = two_step_records(tiny(tmp_path / "one", tiny_model, problems_file))
-    two = launch(two_step_records, tiny(tmp_path / "two", tiny_model, problems_file, layout=layout))[0]
+    two = launch(two_step_records, tiny(tmp_path / "two", tiny_model, problems_file, **{"engine.layout": layout}))[0]
     assert_same_records(two, one)
 
 
 COMPOSED = {
-    "lora-wtacrs-lean": {"lora": 2, "sampling": "wtacrs@0.3", "lean": True},
-    "galore": {"optimizer": "galore", "rank": 4},
-    "dct-bf16": {"optimizer": "dct", "rank": 4, "precision": "bf16"},
+    "lora-wtacrs-lean": {"memory": MemoryOptions(lora=2, sampling=SamplingConfig.from_spec("wtacrs@0.3"), lean=True)},
+    "galore": {"optim.name": "galore", "optim.rank": 4},
+    "dct-bf16": {"optim.name": "dct", "optim.rank": 4, "engine.precision": "bf16"},
+    "checkpointing-chunked-8bit": {"memory": MemoryOptions(checkpointing="layers", chunked_loss=True),
+                                   "optim.state_bits": 8},
+    "step-in-backward": {"optim.step_in_backward": True, "optim.state_bits": 8},
 }
 
 

@@ -21,8 +21,8 @@ import reasoning_gym
 import torch
 
 from leantrain.rl import group_advantages
-from leantrain.rl.answers import boxed_answer, last_number, numbers_equal, parse_number
-from leantrain.rl.rewards import (
+from leantrain.verify.answers import boxed_answer, last_number, numbers_equal, parse_number
+from leantrain.verify.rewards import (
     Scores,
     completion_text,
     math_verify_reward,

@@ -97,14 +97,12 @@ def test_prepare_applies_lora_sampling_lean_in_order_and_reports_each():
     assert list(report) == ["lora", "sampling", "lean"]
     assert all(".lora_A." in name for name in report["sampling"])  # sampling found the LoRA A matrices
     assert report["lean"] and lt.lean_modules(model)
-    only_norms = lt.LeanConfig(dropout=False, relu=False, attention=False, recompute_mlp=False,
-                               recompute_attention=False, activations=False, lm_loss=False)
-    assert set(lt.prepare(bert(), lean=only_norms)["lean"].values()) == {"LeanLayerNorm"}
     assert lt.prepare(bert()) == {}
+    assert lt.prepare(bert(), lora=4) == lt.MemoryOptions(lora=4).apply(bert())  # lt.prepare is MemoryOptions.apply
 
 
 def test_conversions_are_picklable_and_replay_the_same_changes():
-    steps = lt.conversions(4, lt.SamplingConfig("crs", 0.5, seed=1), lt.LeanConfig(attention=False))
+    steps = lt.MemoryOptions(lora=4, sampling=lt.SamplingConfig("crs", 0.5, seed=1), lean=True).conversions()
     assert [step.name for step in steps] == ["lora", "sampling", "lean"]
     replayed = pickle.loads(pickle.dumps(steps))
     first, second = bert(), bert()
@@ -112,10 +110,10 @@ def test_conversions_are_picklable_and_replay_the_same_changes():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"lora": 0}, "lora=0 must be a LoRA rank"),
-    ({"lora": True}, "lora=True must be a LoRA rank"),
-    ({"sampling": "wtacrs@0.3"}, "sampling must be a SamplingConfig or None, got str"),
-    ({"lean": "yes"}, "lean must be True, False or a LeanConfig, got 'yes'"),
+    ({"lora": 0}, r"MemoryOptions\.lora=0 must be None or an integer >= 1"),
+    ({"lora": True}, r"MemoryOptions\.lora=True must be None or an integer >= 1"),
+    ({"sampling": "wtacrs@0.3"}, r"MemoryOptions\.sampling must be a SamplingConfig or None, got 'wtacrs@0\.3'"),
+    ({"lean": "yes"}, r"MemoryOptions\.lean='yes' must be True or False"),
 ])
 def test_prepare_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):

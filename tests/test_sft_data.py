@@ -17,7 +17,7 @@ from leantrain.data.sft import (
     worked_answer,
 )
 from leantrain.recipes.sft import answer_loss
-from leantrain.rl.answers import last_number
+from leantrain.verify.answers import last_number
 
 
 @pytest.fixture(scope="module")

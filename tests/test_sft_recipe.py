@@ -6,7 +6,6 @@ command line, and bad input."""
 import json
 import os
 import signal
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,11 +13,13 @@ import torch
 from tiny_lm import ROLE_TEMPLATE, tiny_lm
 
 from leantrain.cli import main as cli_main
+from leantrain.config import EngineConfig, MemoryOptions, OptimConfig
+from leantrain.config.fields import with_settings
+from leantrain.config.sft import SFTConfig
 from leantrain.data.sft import collate, encode_examples
 from leantrain.io import read_metrics
-from leantrain.memory.options import MemoryOptions
 from leantrain.recipes.causal_lm import load_causal_lm
-from leantrain.recipes.sft import SFTConfig, answer_loss, sft
+from leantrain.recipes.sft import answer_loss, sft
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,11 @@ def chats(tmp_path_factory):
 
 
 def tiny(folder, model, data, **changes) -> SFTConfig:
-    config = SFTConfig(output_dir=str(folder), model=model, data=data, held_out=8, max_length=96, batch_size=4,
-                       epochs=1, lr=1e-3, warmup=0.0, schedule="constant", eval_problems=0)
-    return replace(config, **changes)
+    """``changes``: fields, or "section.field" (e.g. ``**{"engine.grad_accum": 2}``)."""
+    config = SFTConfig(model=model, data=data, held_out=8, max_length=96, batch_size=4, epochs=1, warmup=0.0,
+                       schedule="constant", eval_problems=0, engine=EngineConfig(str(folder), grad_clip=1.0),
+                       optim=OptimConfig(lr=1e-3))
+    return with_settings(config, changes)
 
 
 def updates(folder) -> list[dict]:
@@ -98,7 +101,8 @@ def test_ctrl_c_then_resume_continues_the_same_run(tmp_path, tiny_model, chats):
 
 def test_gradient_accumulation_gives_the_steps_token_mean(tmp_path, tiny_model, chats):
     one = updates_of(sft(tiny(tmp_path / "one", tiny_model, chats, max_steps=3), show_bar=False))
-    two = updates_of(sft(tiny(tmp_path / "two", tiny_model, chats, max_steps=3, grad_accum=2), show_bar=False))
+    two = updates_of(sft(tiny(tmp_path / "two", tiny_model, chats, max_steps=3, **{"engine.grad_accum": 2}),
+                         show_bar=False))
     for a, b in zip(one, two, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
@@ -108,29 +112,31 @@ def updates_of(result) -> list[dict]:
     return updates(result.output_dir)
 
 
-@pytest.mark.parametrize("memory", [
-    MemoryOptions(checkpointing="layers", chunked_loss=True),
-    MemoryOptions(checkpointing="selective", lean=True),
-    MemoryOptions(lean=True, state_bits=8),
+@pytest.mark.parametrize(("memory", "state_bits"), [
+    (MemoryOptions(checkpointing="layers", chunked_loss=True), 32),
+    (MemoryOptions(checkpointing="selective", lean=True), 32),
+    (MemoryOptions(lean=True), 8),
 ], ids=["checkpointing+chunked", "selective+lean", "lean+8bit"])
-def test_exact_memory_parts_leave_the_run_unchanged(tmp_path, tiny_model, chats, memory):
-    reference = updates_of(sft(tiny(tmp_path / "ref", tiny_model, chats, max_steps=3,
-                                    memory=MemoryOptions(state_bits=memory.state_bits)), show_bar=False))
-    got = updates_of(sft(tiny(tmp_path / "parts", tiny_model, chats, max_steps=3, memory=memory), show_bar=False))
+def test_exact_memory_parts_leave_the_run_unchanged(tmp_path, tiny_model, chats, memory, state_bits):
+    eight = {"optim.state_bits": state_bits}
+    reference = updates_of(sft(tiny(tmp_path / "ref", tiny_model, chats, max_steps=3, **eight), show_bar=False))
+    got = updates_of(sft(tiny(tmp_path / "parts", tiny_model, chats, max_steps=3, memory=memory, **eight),
+                         show_bar=False))
     for a, b in zip(reference, got, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
 
 
 def test_step_in_backward_turns_clipping_off_and_matches_an_unclipped_run(tmp_path, tiny_model, chats, capsys):
-    reference = updates_of(sft(tiny(tmp_path / "ref", tiny_model, chats, max_steps=3, grad_clip=None),
-                               show_bar=False))
+    unclipped = {"engine.grad_clip": None}
+    reference = updates_of(sft(tiny(tmp_path / "ref", tiny_model, chats, max_steps=3, **unclipped), show_bar=False))
     config = tiny(tmp_path / "fused", tiny_model, chats, max_steps=3,
-                  memory=MemoryOptions(step_in_backward=True, checkpointing="layers", chunked_loss=True, state_bits=8))
-    got = updates_of(sft(config, show_bar=False))
-    assert "clipping at 1.0 is off" in capsys.readouterr().out
-    eight_bit = updates_of(sft(tiny(tmp_path / "ref8", tiny_model, chats, max_steps=3, grad_clip=None,
-                                    memory=MemoryOptions(state_bits=8)), show_bar=False))
+                  memory=MemoryOptions(checkpointing="layers", chunked_loss=True),
+                  **{"optim.step_in_backward": True, "optim.state_bits": 8})
+    got = updates_of(sft(config))
+    assert "global-norm clipping is off (the norm is still logged)" in capsys.readouterr().out
+    eight_bit = updates_of(sft(tiny(tmp_path / "ref8", tiny_model, chats, max_steps=3, **unclipped,
+                                    **{"optim.state_bits": 8}), show_bar=False))
     for a, b in zip(eight_bit, got, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     assert reference[0]["loss"] == pytest.approx(got[0]["loss"], rel=1e-6)  # before the first update
@@ -156,6 +162,12 @@ def test_the_command_line_and_its_errors(tmp_path, tiny_model, chats, capsys):
                      "--checkpointing", "layers", "--state-bits", "8"]) == 0
     printed = capsys.readouterr().out
     assert "checkpointing (layers) + adamw 8-bit" in printed and "loss" in printed
+    planned = ["sft", "--model", tiny_model, "--data", chats, "--held-out", "8", "--max-length", "96",
+               "--memory-budget", "1GiB", "--print-config", "--out", str(tmp_path / "planned")]
+    assert cli_main(planned) == 0
+    printed = capsys.readouterr()
+    assert "memory plan for a budget of 1,024 MiB" in printed.err and not (tmp_path / "planned").exists()
+    assert json.loads(printed.out)["optim"]["lr"] == 2e-5  # derived: full fine-tuning
     long = ["sft", "--model", tiny_model, "--data", chats, "--held-out", "8", "--out", str(tmp_path / "long")]
     assert cli_main(long) == 2
     assert "max_length=512 is longer than the model's context of 96 tokens" in capsys.readouterr().err

@@ -6,8 +6,9 @@ import torch or transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from leantrain.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -15,9 +16,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "optim": "",
     "schedules": "",
-    "Conversion": "leantrain.convert",
-    "conversions": "leantrain.convert",
-    "prepare": "leantrain.convert",
+    "EngineConfig": "leantrain.config",
+    "MemoryOptions": "leantrain.config",
+    "OptimConfig": "leantrain.config",
+    "prepare": "leantrain.config.memory",
     "apply_lora": "leantrain.models.lora",
     "LeanConfig": "leantrain.lean",
     "apply_lean": "leantrain.lean",
@@ -40,7 +42,8 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from leantrain import optim, schedules
-    from leantrain.convert import Conversion, conversions, prepare
+    from leantrain.config import EngineConfig, MemoryOptions, OptimConfig
+    from leantrain.config.memory import prepare
     from leantrain.lean import LeanConfig, apply_lean, lean_modules, remove_lean
     from leantrain.lean.checkpointing import apply_checkpointing
     from leantrain.memory import MemoryReport, measure_memory
@@ -58,14 +61,4 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'leantrain' has no attribute {name!r}")
-    module = _EXPORTS[name]
-    value = getattr(importlib.import_module(module), name) if module else importlib.import_module(f"leantrain.{name}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

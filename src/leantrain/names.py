@@ -6,8 +6,9 @@ line, whose ``--help`` must stay fast. A name is spelled the same everywhere.
 
 from __future__ import annotations
 
-# Sampled-activation estimators (sampling/estimators.py); "topk" is biased.
+# Sampled-activation estimators (sampling/estimators.py); "topk" is biased. How reports name them.
 METHODS = ("exact", "crs", "topk", "wtacrs")
+METHOD_NAMES = {"exact": "exact", "crs": "CRS", "topk": "top-k", "wtacrs": "WTA-CRS"}
 # Where a sampled layer's row importance comes from (sampling/importance.py).
 SOURCES = ("norm", "running", "cached")
 # Layer-selection presets of every apply_* and of optim.param_groups (module_names.py).
@@ -32,6 +33,13 @@ RL_ALGORITHMS = ("grpo", "dars-et", "dars-hw", "dars-b", "self")
 SCHEDULES = ("constant", "cosine", "linear", "wsd", "power", "rex", "refined")
 # The schedules a training run can follow from its first step ("refined" needs an earlier run's gradient norms).
 TRAINING_SCHEDULES = tuple(name for name in SCHEDULES if name != "refined")
+# What each schedule takes besides total/warmup steps and min_lr_ratio (schedules.build).
+SCHEDULE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "constant": (), "cosine": (), "linear": (), "rex": (),
+    "wsd": ("decay_steps", "decay", "half_life"),
+    "power": ("batch_size", "tokens_per_step", "a", "b", "decay_steps", "decay", "max_lr"),
+    "refined": ("grad_norms", "smoothing"),
+}
 
 # Llama-style causal LMs from scratch (models/llama_sizes.py), named by their parameter count at a
 # 4096-token vocabulary with tied input/output embeddings.

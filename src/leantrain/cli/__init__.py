@@ -23,11 +23,12 @@ def _commands() -> list[ModuleType]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="leantrain", description=__doc__.splitlines()[0])
+    # No abbreviations: a prefix of one command's flag must not capture a flag of its subcommand (`rl eval --n`).
+    parser = argparse.ArgumentParser(prog="leantrain", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"leantrain {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _commands():
-        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP, allow_abbrev=False)
         module.add_arguments(command)
         command.set_defaults(run=module.run)
     return parser

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from leantrain.cli.common import add_sampling_arguments, sampling_config
+from leantrain.sampling.config import SamplingConfig
 
 NAME = "demo"
 HELP = "a few MiniLM-L6 fine-tuning steps on BBC News: sampled vs exact gradients and bytes saved"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_sampling_arguments(parser, default="wtacrs@0.3")
+    parser.add_argument("--sampling", default="wtacrs@0.3", metavar="METHOD@BUDGET[:IMPORTANCE]",
+                        help="the sampled gradient compared with the exact one (default wtacrs@0.3)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
@@ -21,11 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from leantrain.recipes.gradient_demo import run_gradient_demo
 
-    config = sampling_config(args)
-    if config is None:
-        raise ValueError("demo compares a sampled gradient with the exact one: --sampling METHOD@BUDGET is needed")
+    config = SamplingConfig.from_spec(args.sampling, seed=args.seed)
     print(f"leantrain demo: MiniLM-L6 on BBC News, batch {args.batch_size} x {args.seq_len} tokens, "
-          f"{args.sampling} (importance: {args.importance}), AdamW on the sampled gradient")
+          f"{config.spec} (importance: {config.importance}), AdamW on the sampled gradient")
     print(f"{'step':>4}  {'loss exact':>10}  {'loss sampled':>12}  {'dW rel. error':>13}  {'dW cosine':>9}")
 
     def show(s):

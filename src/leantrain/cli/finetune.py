@@ -3,67 +3,52 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from leantrain.cli.common import add_engine_arguments, add_optimizer_arguments, is_main_process
+from leantrain.cli.common import add_run_arguments, is_main_process
+from leantrain.cli.flags import add_config_arguments, config_from_args
+from leantrain.config.finetune import FinetuneConfig
 
 NAME = "finetune"
 HELP = "fine-tune a sequence classifier (default: MiniLM-L6 on BBC News, full vs WTA-CRS@0.3 [+ lean])"
+DEFAULT_RUNS = "full,full+wtacrs@0.3,full+wtacrs@0.3+lean"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from leantrain.names import SOURCES, TRAINING_SCHEDULES
-
-    parser.add_argument("--runs", default="full,full+wtacrs@0.3,full+wtacrs@0.3+lean",
-                        help="comma-separated runs: MODE[+METHOD@BUDGET][+lean], MODE in full|lora "
-                             "(default: full,full+wtacrs@0.3,full+wtacrs@0.3+lean)")
-    parser.add_argument("--model", default="minilm", help='"minilm" (offline) or a local HF model folder')
-    parser.add_argument("--data", default="bbc",
-                        help='"bbc" or "kjv-books" (offline), a .csv/.jsonl file, or hf:NAME (default bbc)')
-    parser.add_argument("--test-data", default=None, help="a separate .csv/.jsonl test file")
-    parser.add_argument("--text-column", default="text")
-    parser.add_argument("--label-column", default="label")
-    parser.add_argument("--importance", default="running", choices=SOURCES,
-                        help="row importance of the sampled layers (default running)")
-    parser.add_argument("--lora-rank", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16, help="examples per update, over all processes")
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--schedule", default="linear", choices=TRAINING_SCHEDULES)
-    parser.add_argument("--warmup", type=float, default=0.1, help="warmup, as a fraction of the run (default 0.1)")
-    parser.add_argument("--max-train", type=int, default=None, help="use only the first N training examples")
-    parser.add_argument("--max-test", type=int, default=None, help="use only the first N test examples")
+    parser.add_argument("--runs", default=DEFAULT_RUNS,
+                        help="comma-separated runs, side by side: full|lora, then +METHOD@BUDGET and/or +lean; each is "
+                             "the flags' config with the LoRA (of --lora's rank, 8 when unset), sampling and lean its "
+                             f"spec names, in --output-dir/SPEC (default: {DEFAULT_RUNS})")
     parser.add_argument("--no-peak", dest="peak", action="store_false",
                         help="skip measuring each run's peak training memory (a fresh process per run)")
-    add_optimizer_arguments(parser, lr="each mode's own, docs/finetune.md", weight_decay=0.01)
-    add_engine_arguments(parser, output_dir="runs/finetune")
+    add_config_arguments(parser, FinetuneConfig)
+    add_run_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    import json
 
-    from leantrain.data.classification import load_classification_data
-    from leantrain.recipes.finetune import FinetuneConfig, parse_run, peak_training_memory, run_finetune
+    from leantrain.config.fields import to_dict
+    from leantrain.recipes.finetune import parse_run, resolve
 
-    base = FinetuneConfig(
-        model=args.model, data=args.data, test_data=args.test_data, text_column=args.text_column,
-        label_column=args.label_column, epochs=args.epochs, batch_size=args.batch_size, seq_len=args.seq_len,
-        lr=args.lr, weight_decay=args.weight_decay, lora_rank=args.lora_rank, optimizer=args.optim, rank=args.rank,
-        update_proj_gap=args.update_proj_gap, schedule=args.schedule, warmup=args.warmup,
-        grad_accum=args.grad_accum, precision=args.precision, layout=args.layout,
-        max_train_examples=args.max_train, max_test_examples=args.max_test, seed=args.seed,
-    )
+    base = config_from_args(FinetuneConfig, args)
     specs = [spec.strip() for spec in args.runs.split(",")]
-    configs = [parse_run(spec, base, importance=args.importance) for spec in specs]
-    data = load_classification_data(args.data, args.test_data, args.text_column, args.label_column, seed=args.seed)
+    configs = [parse_run(spec, base) for spec in specs]
+    if args.print_config:
+        configs = [resolve(config, say=lambda text: print(text, file=sys.stderr)) for config in configs]
+        print(json.dumps({spec: to_dict(config) for spec, config in zip(specs, configs, strict=True)}, indent=2))
+        return 0
+    from leantrain.data.classification import load_classification_data
+    from leantrain.recipes.finetune import peak_training_memory, run_finetune
+
+    data = load_classification_data(base.data, base.test_data, base.text_column, base.label_column,
+                                    seed=base.engine.seed)
     main = is_main_process()
     say = print if main else (lambda *_, **__: None)
-    say(f"leantrain finetune: {args.model} on {args.data} ({len(data.train[:args.max_train])} train / "
-        f"{len(data.test[:args.max_test])} test examples, {len(data.label_names)} classes), {args.epochs} epoch(s), "
-        f"batch {args.batch_size} x {args.seq_len}, {args.optim}")
-    results = [
-        run_finetune(config, data=data, run_dir=Path(args.output_dir) / spec, resume=args.resume, on_progress=say)
-        for spec, config in zip(specs, configs, strict=True)
-    ]
+    say(f"leantrain finetune: {base.model} on {base.data} ({len(data.train[:base.max_train_examples])} train / "
+        f"{len(data.test[:base.max_test_examples])} test examples, {len(data.label_names)} classes), {base.epochs} "
+        f"epoch(s), batch {base.batch_size} x {base.seq_len}, {base.optim.name}")
+    results = [run_finetune(config, data=data, resume=args.resume, on_progress=say) for config in configs]
     if not main:
         return 0
     peaks = [peak_training_memory(result, len(data.label_names)) if args.peak else None for result in results]
@@ -76,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result.config.label:<{width}}  {result.accuracy:>13.4f}  {memory:>11}  {ratio:>8}  "
               f"{result.train_seconds:>9.0f}s  {result.trainable_parameters:>16,}")
     if args.peak:
-        print(f"\npeak memory: parameters + the peak of one training step ({args.optim}, each run's own model and "
-              "conversions)\nabove what was resident before it, measured on CPU in a fresh process at the same "
+        print(f"\npeak memory: parameters + the peak of one training step ({base.optim.name}, each run's own model "
+              "and conversions)\nabove what was resident before it, measured on CPU in a fresh process at the same "
               "batch size")
     return 0
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from leantrain.cli.common import steps_or_fraction
+from leantrain.cli.flags import steps_or_fraction
 from leantrain.names import SCHEDULES
 
 NAME = "schedule"

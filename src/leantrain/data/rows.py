@@ -1,4 +1,4 @@
-"""Rows of a JSONL or CSV file: what RL problems (rl/problems.py) and SFT examples (data/sft.py) are read from."""
+"""Rows of a JSONL or CSV file: what RL problems (data/problems.py) and SFT examples (data/sft.py) are read from."""
 
 from __future__ import annotations
 

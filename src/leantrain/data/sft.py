@@ -16,7 +16,7 @@ last space with the answer's first letter writes part of the answer, so it is tr
 token after an answer is trained too, so the model learns to stop.
 
 Built-in sources (``load_sft_problems``): ``"arithmetic"``, the reasoning-gym ``chain_sum`` mix of
-``leantrain rl`` (rl/problems.py) with worked answers written here from each problem's expression, one
+``leantrain rl`` (data/problems.py) with worked answers written here from each problem's expression, one
 partial sum per line ("4 - 1 = 3", "3 - 7 = -4", "The answer is -4."); ``"rg:TASK"``, any reasoning-gym
 task, answered with its own worked solution where it ships one (``gsm_symbolic``'s ``answer_cot``), else
 the expression's partial sums (``chain_sum``, ``basic_arithmetic``), else "The answer is X.".
@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from leantrain.data.problems import Problems, load_problems
 from leantrain.data.rows import read_rows
-from leantrain.rl.problems import Problems, load_problems
 
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant", "tool")

@@ -1,20 +1,23 @@
 """The one training loop under every recipe (the nanoGPT loop, on Accelerate, for several processes).
 
 A recipe builds its model (conversions applied) and hands the engine a :class:`TrainTask`: a global
-batch for each update, an optimizer and a schedule factory, and an evaluation. The engine owns the
+batch for each update, an optimizer section and a schedule factory, and an evaluation; with it the
+config's ``EngineConfig`` section and a :class:`RunPlan` (updates, evaluations). The engine owns the
 rest: process layout (one process, DDP or FSDP2), bf16 autocast, gradient accumulation, clipping,
-the optimizer step fused into backward (``step_in_backward``), progress, ``metrics.jsonl``, one
-checkpoint schema (engine/state.py), Ctrl-C at an update boundary and bit-identical resume. Data is
-a function of the update index, so resuming needs no loader state.
+the optimizer step fused into backward (``OptimConfig.step_in_backward``), progress, and the run
+folder: ``config.json``, ``metrics.jsonl``, one checkpoint schema (engine/state.py), ``summary.json``,
+Ctrl-C at an update boundary and bit-identical resume. Data is a function of the update index (the
+engine's ``epoch_order`` reshuffles each epoch from the seed), so resuming needs no loader state.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +26,19 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from leantrain.config import EngineConfig, OptimConfig
 from leantrain.engine import state as engine_state
-from leantrain.engine.config import EngineConfig
 from leantrain.engine.processes import Batch, fully_shard_model, local_micro_batches, make_accelerator
 from leantrain.io import MetricsWriter, load_checkpoint, save_checkpoint
 from leantrain.io.interrupt import StopRequest
 from leantrain.optim.in_backward import StepInBackward
 from leantrain.sampling import sample_ids
+from leantrain.validation import is_positive_int
 
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+SUMMARY = "summary.json"
 SAMPLE_IDS = "sample_ids"  # batch key: example ids for the sampled layers' cached importance, not a model input
 
 
@@ -41,15 +47,46 @@ def causal_or_task_loss(model: nn.Module, micro: Mapping[str, Tensor]) -> Tensor
     return model(**micro).loss
 
 
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as "section.field" -> value, so that a refused resume names the very setting."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a recipe derives for the engine: ``max_steps`` optimizer updates; ``eval_every`` updates between
+    evaluations (None: only at the end); ``eval_at_start``: evaluate the starting model too, as the record of
+    step 0 (not again on resume); ``description``: the progress bar's label."""
+
+    max_steps: int
+    eval_every: int | None = None
+    eval_at_start: bool = False
+    description: str = "train"
+
+    def __post_init__(self) -> None:
+        if not is_positive_int(self.max_steps):
+            raise ValueError(f"RunPlan.max_steps={self.max_steps!r} must be an integer >= 1")
+        if self.eval_every is not None and not is_positive_int(self.eval_every):
+            raise ValueError(f"RunPlan.eval_every={self.eval_every!r} must be None or an integer >= 1")
+
+
 @dataclass
 class TrainTask:
     """What a recipe hands the engine.
 
     ``batch(update)`` is the global batch of update ``update`` (0-based): tensors sharing their first
     (example) dimension, split by the engine over processes and micro-batches; a ``"sample_ids"``
-    entry goes to ``lt.sample_ids`` instead of the model. ``evaluate(engine)`` returns metrics,
+    entry goes to ``lt.sample_ids`` instead of the model. ``optim`` builds the optimizer (after the
+    model is placed) and says whether it steps in backward. ``evaluate(engine)`` returns metrics,
     runs on every process in eval mode under ``no_grad`` (use ``engine.sum_over_processes`` to
-    split the work). ``run_config`` (JSON values) must match on resume. ``record_extras(update)``
+    split the work). ``run_config`` (JSON values: the recipe's resolved config) is written to
+    ``config.json`` and must match on resume. ``record_extras(update)``
     adds fields to each update's metrics record. ``state()`` / ``load_state(state)``: the recipe's own
     state (tensors, dicts, lists, JSON scalars) that is not a function of the update index, e.g. an RL
     run's rollout buffer and prompt cursor; saved in every checkpoint, given back on resume.
@@ -59,7 +96,7 @@ class TrainTask:
 
     model: nn.Module
     batch: Callable[[int], Batch]
-    build_optimizer: Callable[[nn.Module], Optimizer]
+    optim: OptimConfig
     build_schedule: Callable[[Optimizer], LRScheduler] | None = None
     evaluate: Callable[[Engine], dict[str, float]] | None = None
     loss: Callable[[nn.Module, Mapping[str, Tensor]], Tensor] = causal_or_task_loss
@@ -70,6 +107,8 @@ class TrainTask:
     finished: Callable[[int], bool] | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.optim, OptimConfig):
+            raise ValueError(f"TrainTask.optim must be an OptimConfig, got {type(self.optim).__name__}")
         if (self.state is None) != (self.load_state is None):
             raise ValueError("TrainTask.state and TrainTask.load_state go together: give both or neither")
 
@@ -84,24 +123,24 @@ class EngineResult:
 
 
 class Engine:
-    """``Engine(config, run_dir).run(task, resume=False)``; see the module docstring.
+    """``Engine(run_dir).run(task, config, plan, resume=False)``; see the module docstring.
 
     Under ``torchrun`` / ``accelerate launch`` each process runs the same code; process 0 alone
-    prints, writes metrics and checkpoints. ``run_dir=None`` writes nothing.
+    prints, writes the run folder's files. ``run_dir=None`` writes nothing. The engine holds the
+    processes from its creation; the settings of a run come with ``run``.
     """
 
-    def __init__(self, config: EngineConfig, run_dir: str | Path | None = None,
-                 on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
-        if not isinstance(config, EngineConfig):
-            raise ValueError(f"config must be an EngineConfig, got {type(config).__name__}")
-        self.config = config
+    def __init__(self, run_dir: str | Path | None = None, on_record: Callable[[dict[str, Any]], None] | None = None,
+                 show_progress: bool = True) -> None:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.on_record = on_record
+        self.show_progress = show_progress
         self.accelerator = make_accelerator()
         self.rank = self.accelerator.process_index
         self.world_size = self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
-        self.sharded = self.world_size > 1 and config.layout == "fsdp2"
+        self.config = EngineConfig()  # the run's, from run()
+        self.sharded = False
         self.model: nn.Module | None = None
         self.step = 0  # optimizer updates done
         self.eval_seconds = 0.0  # spent in evaluations by this process's run()
@@ -126,6 +165,18 @@ class Engine:
         if len(share) == 0:
             return rows[:1], torch.zeros(1, dtype=torch.bool)
         return share, torch.ones(len(share), dtype=torch.bool)
+
+    def epoch_order(self, count: int, epoch: int) -> list[int]:
+        """The order of ``count`` examples in epoch ``epoch``: a shuffle seeded by the run's seed and the epoch."""
+        seed = self.config.seed * 1_000_003 + epoch
+        return torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        """Write ``summary.json`` (process 0) and wait for every process: the last call of a recipe."""
+        if self.run_dir is not None and self.is_main:
+            (self.run_dir / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
+        if self.world_size > 1:
+            torch.distributed.barrier()
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on this process's device when ``precision="bf16"``; else nothing."""
@@ -179,7 +230,7 @@ class Engine:
         if state.get("format") != engine_state.FORMAT:
             raise ValueError(f"cannot resume {str(path)!r}: written by another version (format "
                              f"{state.get('format')!r}, this engine reads {engine_state.FORMAT!r})")
-        saved, current = state["config"], dict(task.run_config)
+        saved, current = _flat(state["config"]), _flat(task.run_config)
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if changed:
             raise ValueError(f"cannot resume {str(path)!r}: the run's settings differ in {changed}")
@@ -260,37 +311,53 @@ class Engine:
             optimizer.zero_grad(set_to_none=True)
         return float(self.sum_over_processes(loss_sum)) / self.world_size, float(norm)
 
-    def run(self, task: TrainTask, resume: bool = False) -> EngineResult:
-        """Train ``config.max_steps`` updates (or the rest of them, with ``resume``)."""
+    def run(self, task: TrainTask, config: EngineConfig, plan: RunPlan, resume: bool = False) -> EngineResult:
+        """Train ``plan.max_steps`` updates (or the rest of them, with ``resume``) with ``config``'s settings."""
         from tqdm.auto import tqdm
 
-        config = self.config
-        if config.step_in_backward and self.world_size > 1:
+        if not isinstance(config, EngineConfig):
+            raise ValueError(f"config must be an EngineConfig, got {type(config).__name__}")
+        in_backward = task.optim.step_in_backward
+        if in_backward and self.world_size > 1:
             raise ValueError(f"step_in_backward=True runs in one process, not {self.world_size}: its hooks would "
                              "update each parameter with this process's gradient, before DDP's all-reduce or "
                              "FSDP2's reduce-scatter averages it")
+        if in_backward and config.grad_accum > 1:
+            raise ValueError(f"EngineConfig.grad_accum={config.grad_accum} cannot go with step_in_backward=True: "
+                             "every micro-batch's backward would be an update; use grad_accum=1")
+        if in_backward and config.grad_clip is not None:
+            config = replace(config, grad_clip=None)
+            if self.is_main and self.show_progress:
+                print("the step in backward updates each parameter before the others' gradients exist, so global-"
+                      "norm clipping is off (the norm is still logged)", flush=True)
+        self.config = config
+        self.sharded = self.world_size > 1 and config.layout == "fsdp2"
+        save_every = plan.eval_every if config.save_every is None else config.save_every
         torch.manual_seed(self._rank_seed())
         self.model = self._wrap(task.model)
         self.model.train()
-        optimizer = task.build_optimizer(self.unwrapped())  # FSDP2 shards in place: the model itself
+        optimizer = task.optim.build(self.unwrapped())  # FSDP2 shards in place: the model itself
         schedule = None if task.build_schedule is None else task.build_schedule(optimizer)
         start, records, loss_window = 0, [], [0.0, 0]
         if resume:
             start, records, loss_window = self._restore(task, optimizer, schedule)
+        elif self.run_dir is not None and self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / CONFIG).write_text(json.dumps(dict(task.run_config), indent=2))
         self.step = start
         metrics = None
         if self.run_dir is not None and self.is_main:
             metrics = MetricsWriter(self.run_dir / METRICS, resume_step=start if resume else None)
-        bar = tqdm(total=config.max_steps, initial=start, desc=config.description, leave=False,
-                   disable=not (config.show_progress and self.is_main))
+        bar = tqdm(total=plan.max_steps, initial=start, desc=plan.description, leave=False,
+                   disable=not (self.show_progress and self.is_main))
         step, loss, started = start, math.nan, time.perf_counter()
-        if config.eval_at_start and start == 0:
+        if plan.eval_at_start and start == 0:
             records.append(self._evaluate(task, 0, loss_window))
             self._record(metrics, records[-1])
-        end = start if resume and task.finished is not None and task.finished(start) else config.max_steps
+        end = start if resume and task.finished is not None and task.finished(start) else plan.max_steps
         stepper = None
         try:
-            if config.step_in_backward:  # after the optimizer is built and its state restored
+            if in_backward:  # after the optimizer is built and its state restored
                 stepper = StepInBackward(self.unwrapped(), optimizer)
             with StopRequest() as stop:
                 for step in range(start + 1, end + 1):
@@ -305,13 +372,13 @@ class Engine:
                     self._record(metrics, {"step": step, "loss": loss, "lr": lr, "grad_norm": norm, **extras})
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}")
-                    last = step == config.max_steps or (task.finished is not None and task.finished(step))
-                    if (config.eval_every and step % config.eval_every == 0) or last:
+                    last = step == plan.max_steps or (task.finished is not None and task.finished(step))
+                    if (plan.eval_every and step % plan.eval_every == 0) or last:
                         records.append(self._evaluate(task, step, loss_window))
                         loss_window = [0.0, 0]
                         self._record(metrics, records[-1])
                     stopping = self._stop_requested(stop)
-                    if stopping or (config.save_every and step % config.save_every == 0) or last:
+                    if stopping or (save_every and step % save_every == 0) or last:
                         self._save(step, task, optimizer, schedule, records, loss_window)
                     if stopping:
                         raise KeyboardInterrupt

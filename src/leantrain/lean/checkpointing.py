@@ -51,7 +51,7 @@ def apply_checkpointing(model: nn.Module, policy: str = "layers") -> dict[str, s
     """Wrap every transformer layer of ``model`` so that backward reruns it (in place).
 
     ``policy``: "layers" (keep each layer's input only) or "selective" (also keep its matmul results).
-    Apply after sampling and before lean (``leantrain.convert`` does). Returns module name -> what
+    Apply after sampling and before lean (``MemoryOptions.apply`` does). Returns module name -> what
     changed; ``remove_lean`` undoes it. Raises ValueError when the model has no HF layers to wrap.
     """
     if policy not in CHECKPOINTING:

@@ -40,3 +40,8 @@ class LeanConfig:
                 raise ValueError(f"LeanConfig.{item.name} must be True or False, got {value!r}")
         if not isinstance(self.lm_loss_chunk_logits, int) or self.lm_loss_chunk_logits < 1:
             raise ValueError(f"LeanConfig.lm_loss_chunk_logits must be an int >= 1, got {self.lm_loss_chunk_logits!r}")
+
+
+# The lean companions off but the chunked LM-head loss (``MemoryOptions(chunked_loss=True)``).
+CHUNKED_LOSS_ONLY = LeanConfig(dropout=False, relu=False, norms=False, attention=False, recompute_mlp=False,
+                               recompute_attention=False, activations=False, lm_loss=True)

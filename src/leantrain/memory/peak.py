@@ -13,7 +13,7 @@ every tensor above 64 KiB its own mapping, unmapped when freed, so RSS follows t
 glibc's default sliding threshold, freed activations stay in the heap and the same BERT-base LoRA
 step read anywhere from 1.3× to 1.8× its saved bytes across runs (1.05×, every run, with it).
 The subprocess gets a picklable *builder*: a callable returning ``(model, batch, optimizer)``
-(``PickledStep`` for a model already in memory, ``leantrain.recipes.step_spec.StepSpec`` for one rebuilt
+(``PickledStep`` for a model already in memory, ``leantrain.plan.step_spec.StepSpec`` for one rebuilt
 from a name).
 """
 

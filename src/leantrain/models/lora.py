@@ -12,29 +12,25 @@ from torch import nn
 
 from leantrain.module_names import TASK_HEADS, FilterFn, Targets, find_targets
 
+DEFAULT_RANK = 8  # the rank of a "lora" run in `leantrain finetune --runs`, and of lt.apply_lora
 
-def apply_lora(model: nn.Module, rank: int = 8, targets: Targets | None = None, filter_fn: FilterFn | None = None,
-               *, dropout: float = 0.1) -> dict[str, str]:
-    """Add rank-``rank`` adapters (alpha = rank) to the linear layers that ``targets`` and ``filter_fn``
-    choose (see ``leantrain.module_names``; ``targets=None``: PEFT's default modules for the model
-    type, e.g. query and value), freeze every other weight but the task head (``TASK_HEADS``);
-    returns adapted module name -> description."""
+
+def apply_lora(model: nn.Module, rank: int = DEFAULT_RANK, targets: Targets = "all-linear",
+               filter_fn: FilterFn | None = None, *, dropout: float = 0.0) -> dict[str, str]:
+    """Add rank-``rank`` adapters (alpha = rank, no dropout) to the linear layers that ``targets`` and
+    ``filter_fn`` choose (``leantrain.module_names``; "all-linear": every linear layer but the output
+    ones, as QLoRA found needed to match full fine-tuning), freeze every other weight but the task head
+    (``TASK_HEADS``); returns adapted module name -> description."""
     quiet = logging.getLogger("bitsandbytes")  # PEFT imports it; it logs about optional 4-bit CPU kernels
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
         from peft import LoraConfig, inject_adapter_in_model
-        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
     finally:
         quiet.setLevel(level)
 
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"LoRA rank={rank!r} must be an integer >= 1")
-    if targets is None:
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
-        targets = DEFAULTS.get(model_type)
-        if not targets:
-            raise ValueError(f"no default LoRA target modules for model type {model_type!r}; pass targets")
     names = find_targets(model, targets, filter_fn)
     sampled = [name for name in names if "base" in model.get_submodule(name).__dict__]
     if sampled:

@@ -1,19 +1,15 @@
-"""What every causal-LM recipe (hyperfit, rl) starts with: the model folder, the model and tokenizer,
-its conversions, and the engine with the model loaded on every process."""
+"""What every causal-LM recipe (sft, rl, hyperfit) starts with: the model folder, the tokenizer, and the
+model loaded after seeding."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from leantrain.convert import Conversion
-from leantrain.engine import Engine, EngineConfig
-from leantrain.memory.options import MemoryOptions
-from leantrain.module_names import LastLayers
-from leantrain.sampling import SamplingConfig
+from leantrain.engine import Engine
 
 
 def model_folder(model: str) -> Path:
@@ -28,34 +24,23 @@ def model_folder(model: str) -> Path:
     return folder
 
 
-def load_causal_lm(folder: Path) -> tuple[nn.Module, object]:
-    """(model in fp32 with eager attention, tokenizer) from an HF folder."""
+def folder_and_tokenizer(model: str, engine: Engine | None) -> tuple[Path, object]:
+    """(model folder, tokenizer): process 0 caches SmolLM2 once, the others read it."""
+    from transformers import AutoTokenizer
+
+    first = engine.accelerator.main_process_first() if engine is not None else contextlib.nullcontext()
+    with first:
+        folder = model_folder(model)
+    return folder, AutoTokenizer.from_pretrained(folder)
+
+
+def load_causal_lm(folder: Path, seed: int | None = None) -> tuple[nn.Module, object]:
+    """(model in fp32 with eager attention, tokenizer) from an HF folder; ``seed`` seeds any new weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging
 
     logging.disable_progress_bar()
+    if seed is not None:
+        torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
     return model, AutoTokenizer.from_pretrained(folder)
-
-
-def lm_conversions(lora: int | None, lora_layers: int | None, sampling: SamplingConfig | None, lean: bool,
-                   num_layers: int) -> tuple[Conversion, ...]:
-    """LoRA (all linear layers but the head, or the last ``lora_layers`` of the ``num_layers`` blocks, checked
-    here; no dropout), then sampling, then lean: the order of ``lt.prepare``."""
-    if lora_layers is not None:
-        LastLayers(lora_layers, num_layers)  # a bad count fails now, not when the model is converted
-    return MemoryOptions(lora=lora, lora_layers=lora_layers, sampling=sampling, lean=lean).conversions()
-
-
-def open_run(engine_config: EngineConfig, output_dir: str, model: str, seed: int,
-             on_log: Callable[[dict], None] | None) -> tuple[Engine, Path, Path, nn.Module, object]:
-    """(engine, run folder, model folder, model, tokenizer): the run folder made, the model loaded after
-    seeding (process 0 caches SmolLM2 once, the others read it)."""
-    run_dir = Path(output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    engine = Engine(engine_config, run_dir, on_record=on_log)
-    with engine.accelerator.main_process_first():
-        folder = model_folder(model)
-    torch.manual_seed(seed)
-    network, tokenizer = load_causal_lm(folder)
-    return engine, run_dir, folder, network, tokenizer

@@ -10,116 +10,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from leantrain.convert import Conversion, conversions
+from leantrain.config.fields import to_dict
+from leantrain.config.finetune import FinetuneConfig
 from leantrain.data.classification import ClassificationData, load_classification_data
-from leantrain.engine import Engine, EngineConfig, TrainTask
+from leantrain.engine import Engine, RunPlan, TrainTask
 from leantrain.engine.loop import CHECKPOINT, SAMPLE_IDS
 from leantrain.memory.state_bytes import parameter_bytes
+from leantrain.models.lora import DEFAULT_RANK
 from leantrain.models.pretrained import minilm_path
-from leantrain.names import TRAINING_SCHEDULES
-from leantrain.optim.factory import OPTIMIZERS, build_optimizer
+from leantrain.plan.planner import planned
 from leantrain.sampling import SamplingConfig
 from leantrain.schedules import build as build_schedule
-from leantrain.validation import is_positive_int
-
-MODES = ("full", "lora")
-# Peak learning rate of each mode when ``FinetuneConfig.lr`` is None: LoRA trains far fewer weights,
-# from a zero-initialised B, and needs a larger one (docs/finetune.md, "Defaults").
-DEFAULT_LR = {"full": 2e-4, "lora": 1e-2}
-METHOD_NAMES = {"exact": "exact", "crs": "CRS", "topk": "top-k", "wtacrs": "WTA-CRS"}
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """One fine-tuning run. ``model``: "minilm" or a local HF model folder; ``data``: "bbc", a
-    .csv/.jsonl file or "hf:NAME"; ``sampling``: None for exact gradients."""
-
-    model: str = "minilm"
-    data: str = "bbc"
-    test_data: str | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    mode: str = "full"
-    lora_rank: int = 8
-    sampling: SamplingConfig | None = None
-    lean: bool = False
-    epochs: int = 1
-    batch_size: int = 16
-    seq_len: int = 128
-    lr: float | None = None
-    weight_decay: float = 0.01
-    optimizer: str = "adamw"
-    rank: int | None = None
-    update_proj_gap: int | None = None
-    schedule: str = "linear"
-    warmup: float = 0.1
-    grad_accum: int = 1
-    precision: str = "fp32"
-    layout: str = "ddp"
-    max_train_examples: int | None = None
-    max_test_examples: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"FinetuneConfig.optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
-        if self.mode not in MODES:
-            raise ValueError(f"FinetuneConfig.mode={self.mode!r} is not one of {MODES}")
-        for name in ("epochs", "batch_size", "seq_len", "lora_rank"):
-            value = getattr(self, name)
-            if not is_positive_int(value):
-                raise ValueError(f"FinetuneConfig.{name}={value!r} must be an integer >= 1")
-        for name in ("max_train_examples", "max_test_examples"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"FinetuneConfig.{name}={value!r} must be None or an integer >= 1")
-        if self.lr is not None and not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"FinetuneConfig.lr={self.lr!r} must be None (the mode's default) or a finite number > 0")
-        if self.sampling is not None and not isinstance(self.sampling, SamplingConfig):
-            raise ValueError(f"FinetuneConfig.sampling must be a SamplingConfig or None, got {self.sampling!r}")
-        if self.schedule not in TRAINING_SCHEDULES:
-            raise ValueError(f"FinetuneConfig.schedule={self.schedule!r} is not one of {TRAINING_SCHEDULES}")
-        if not (isinstance(self.warmup, int | float) and 0.0 <= self.warmup < 1.0):
-            raise ValueError(f"FinetuneConfig.warmup={self.warmup!r} must be a fraction of the run in [0, 1)")
-        self.engine(1, 1)  # validates grad_accum, precision and layout
-
-    def engine(self, total_steps: int, steps_per_epoch: int, show_progress: bool = True) -> EngineConfig:
-        """The engine settings of this run: an evaluation and a checkpoint after every epoch."""
-        return EngineConfig(max_steps=total_steps, grad_accum=self.grad_accum, precision=self.precision,
-                            layout=self.layout, eval_every=steps_per_epoch, save_every=steps_per_epoch,
-                            seed=self.seed, show_progress=show_progress, description=self.label)
-
-    @property
-    def peak_lr(self) -> float:
-        """``lr``, or the mode's default (``DEFAULT_LR``) when it is None."""
-        return DEFAULT_LR[self.mode] if self.lr is None else self.lr
-
-    def warmup_steps(self, total_steps: int) -> int:
-        return round(self.warmup * total_steps)
-
-    def conversions(self) -> tuple[Conversion, ...]:
-        """Picklable in-place conversions, in the order they are applied: LoRA, sampling, lean."""
-        return conversions(self.lora_rank if self.mode == "lora" else None, self.sampling, self.lean)
-
-    @property
-    def label(self) -> str:
-        parts = ["LoRA" if self.mode == "lora" else "full"]
-        if self.sampling is not None:
-            parts.append(f"{METHOD_NAMES[self.sampling.method]}@{self.sampling.budget:g}")
-        if self.lean:
-            parts.append("lean")
-        return " + ".join(parts)
 
 
 @dataclass
 class FinetuneResult:
-    config: FinetuneConfig
+    config: FinetuneConfig  # resolved
     accuracy_by_epoch: list[float] = field(default_factory=list)
     train_loss_by_epoch: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
@@ -131,27 +43,37 @@ class FinetuneResult:
         return self.accuracy_by_epoch[-1]
 
 
-def parse_run(spec: str, base: FinetuneConfig, importance: str = "running") -> FinetuneConfig:
-    """A run from a spec like "full", "lora+wtacrs@0.3+lean" or "full+crs@0.1": the mode first,
-    then any of METHOD@BUDGET (sampled with row ``importance``) and "lean", joined by "+". Other
-    fields come from ``base``."""
-    from dataclasses import replace
-
-    mode, *extras = spec.strip().split("+")
-    if mode not in MODES:
-        raise ValueError(f"run {spec!r}: starts with {mode!r}, not one of {MODES}")
-    sampling, lean = None, False
+def parse_run(spec: str, base: FinetuneConfig) -> FinetuneConfig:
+    """A run from a spec like "full", "lora+wtacrs@0.3+lean" or "full+crs@0.1:norm": "full" or "lora" first,
+    then any of METHOD@BUDGET[:IMPORTANCE] (the ``--sampling`` spelling) and "lean", joined by "+". The run
+    is ``base`` plus the parts the spec names: "lora" is LoRA of ``base.memory.lora``'s rank (8 when None),
+    "full" none. A part set both in ``base`` and in the spec, or "full" with a LoRA rank in ``base``, is an
+    error rather than one silently winning. Its run folder is ``base``'s output folder / ``spec``."""
+    spec = spec.strip()
+    mode, *extras = spec.split("+")
+    if mode not in ("full", "lora"):
+        raise ValueError(f"run {spec!r}: starts with {mode!r}, not one of full, lora")
+    if mode == "full" and base.memory.lora is not None:
+        raise ValueError(f"run {spec!r} is full fine-tuning, but LoRA rank {base.memory.lora} is set for every run; "
+                         "name the LoRA runs 'lora' in --runs instead")
+    memory = replace(base.memory, lora=(base.memory.lora or DEFAULT_RANK) if mode == "lora" else None)
     for extra in extras:
         if extra == "lean":
-            lean = True
+            part = {"lean": True}
         elif "@" in extra:
             try:
-                sampling = SamplingConfig.from_spec(extra, importance=importance, seed=base.seed)
+                part = {"sampling": SamplingConfig.from_spec(extra)}
             except ValueError as error:
                 raise ValueError(f"run {spec!r}: {error}") from None
         else:
             raise ValueError(f"run {spec!r}: {extra!r} is neither METHOD@BUDGET (e.g. wtacrs@0.3) nor 'lean'")
-    return replace(base, mode=mode, sampling=sampling, lean=lean)
+        (name,) = part
+        if getattr(base.memory, name) not in (None, False):
+            raise ValueError(f"run {spec!r} sets {name} to {extra!r}, but it is already set for every run "
+                             f"({getattr(base.memory, name)!r}); give it in one place")
+        memory = replace(memory, **part)
+    engine = replace(base.engine, output_dir=str(Path(base.engine.output_dir) / spec))
+    return replace(base, memory=memory, engine=engine)
 
 
 def load_classifier(model: str, num_labels: int) -> tuple[nn.Module, object]:
@@ -170,12 +92,22 @@ def load_classifier(model: str, num_labels: int) -> tuple[nn.Module, object]:
     return classifier, AutoTokenizer.from_pretrained(folder)
 
 
+def resolve(config: FinetuneConfig, num_labels: int = 2, say: Callable[[str], None] = print) -> FinetuneConfig:
+    """``config`` resolved; under ``memory.budget``, with the planner's parts for its classifier (of
+    ``num_labels`` labels) at micro-batches of batch_size × seq_len."""
+    config = config.resolved()
+    if config.memory.budget is None:
+        return config
+    torch.manual_seed(config.engine.seed)
+    model, _ = load_classifier(config.model, num_labels)
+    return planned(config, model, max(1, config.batch_size // config.engine.grad_accum), config.seq_len, say)
+
+
 def prepare_model(config: FinetuneConfig, num_labels: int) -> tuple[nn.Module, object]:
-    """The classifier with LoRA, sampling and lean companions applied as the config asks."""
-    torch.manual_seed(config.seed)
+    """The classifier with the memory parts of the (resolved) config applied, and its tokenizer."""
+    torch.manual_seed(config.engine.seed)
     model, tokenizer = load_classifier(config.model, num_labels)
-    for convert in config.conversions():
-        convert(model)
+    config.memory.apply(model)
     return model, tokenizer
 
 
@@ -184,16 +116,17 @@ class FinetuneStep:
     """Picklable builder of one training step of exactly this run (its model, labels, conversions and
     optimizer, a batch of ``batch_size`` random token sequences), for the CPU peak subprocess."""
 
-    config: FinetuneConfig
+    config: FinetuneConfig  # as a run resolved it (the planner's parts, not planned again)
     num_labels: int
 
     def __call__(self) -> tuple[nn.Module, dict[str, torch.Tensor], torch.optim.Optimizer]:
         from leantrain.models.presets import random_batch
 
-        model, _ = prepare_model(self.config, self.num_labels)
+        config = self.config.resolved()
+        model, _ = prepare_model(config, self.num_labels)
         model.train()
-        batch = random_batch(model, self.config.batch_size, self.config.seq_len, self.config.seed)
-        return model, batch, make_optimizer(self.config, model)
+        batch = random_batch(model, config.batch_size, config.seq_len, config.engine.seed)
+        return model, batch, config.optim.build(model)
 
 
 def peak_training_memory(result: FinetuneResult, num_labels: int) -> int:
@@ -203,11 +136,6 @@ def peak_training_memory(result: FinetuneResult, num_labels: int) -> int:
     from leantrain.memory.peak import cpu_peak_in_subprocess
 
     return cpu_peak_in_subprocess(FinetuneStep(result.config, num_labels)).step_bytes + result.parameter_bytes
-
-
-def make_optimizer(config: FinetuneConfig, model: nn.Module) -> torch.optim.Optimizer:
-    return build_optimizer(config.optimizer, model, lr=config.peak_lr, weight_decay=config.weight_decay,
-                           rank=config.rank, update_proj_gap=config.update_proj_gap)
 
 
 def encode(tokenizer, texts: list[str], seq_len: int) -> dict[str, torch.Tensor]:
@@ -229,7 +157,6 @@ def accuracy(engine: Engine, inputs: dict[str, torch.Tensor], labels: torch.Tens
 def run_finetune(
     config: FinetuneConfig,
     data: ClassificationData | None = None,
-    run_dir: str | Path | None = None,
     resume: bool = False,
     on_progress: Callable[[str], None] | None = None,
     on_record: Callable[[dict], None] | None = None,
@@ -237,16 +164,18 @@ def run_finetune(
 ) -> FinetuneResult:
     """Train ``config.epochs`` epochs on the engine; returns the test accuracy after each epoch.
 
-    ``run_dir`` receives ``metrics.jsonl`` and ``checkpoint.safetensors``; ``resume`` continues from
-    that checkpoint. ``on_record`` sees every metrics record (one per update, one per evaluation).
+    The run folder (``config.engine.output_dir``) receives ``config.json``, ``metrics.jsonl`` and
+    ``checkpoint.safetensors``; ``resume`` continues from that checkpoint. ``on_record`` sees every metrics
+    record (one per update, one per evaluation).
     """
-    if resume and run_dir is None:
-        raise ValueError("resume=True needs the run_dir of the run to continue")
-    if resume and not (Path(run_dir) / CHECKPOINT).is_file():
-        raise FileNotFoundError(f"nothing to resume: {str(Path(run_dir) / CHECKPOINT)!r} does not exist")
+    config = config.resolved()
+    run_dir = Path(config.engine.output_dir)
+    if resume and not (run_dir / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"nothing to resume: {str(run_dir / CHECKPOINT)!r} does not exist")
     data = data or load_classification_data(config.data, config.test_data, config.text_column,
-                                             config.label_column, seed=config.seed)
+                                             config.label_column, seed=config.engine.seed)
     train, test = data.train[:config.max_train_examples], data.test[:config.max_test_examples]
+    config = resolve(config, len(data.label_names), say=on_progress or (lambda _: None))
     model, tokenizer = prepare_model(config, len(data.label_names))
     train_inputs = encode(tokenizer, [e.text for e in train], config.seq_len)
     train_labels = torch.tensor([e.label for e in train])
@@ -255,30 +184,32 @@ def run_finetune(
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
 
-    def batch(update: int) -> dict[str, torch.Tensor]:
-        epoch, step = divmod(update, steps_per_epoch)
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-        ids = order[step * config.batch_size:(step + 1) * config.batch_size]
-        return {**{k: v[ids] for k, v in train_inputs.items()}, "labels": train_labels[ids], SAMPLE_IDS: ids}
-
     def report(record: dict) -> None:
         if on_record is not None:
             on_record(record)
         if on_progress is not None and "test_accuracy" in record:
             on_progress(f"{config.label}: epoch {record['epoch']} test accuracy {record['test_accuracy']:.4f}")
 
+    engine = Engine(run_dir, on_record=report, show_progress=show_bar)
+
+    def batch(update: int) -> dict[str, torch.Tensor]:
+        epoch, step = divmod(update, steps_per_epoch)
+        order = torch.tensor(engine.epoch_order(len(train), epoch))
+        ids = order[step * config.batch_size:(step + 1) * config.batch_size]
+        return {**{k: v[ids] for k, v in train_inputs.items()}, "labels": train_labels[ids], SAMPLE_IDS: ids}
+
     task = TrainTask(
-        model=model, batch=batch, build_optimizer=lambda m: make_optimizer(config, m),
+        model=model, batch=batch, optim=config.optim,
         build_schedule=lambda optimizer: build_schedule(
             config.schedule, optimizer, total_steps=total_steps, warmup_steps=config.warmup_steps(total_steps)),
         evaluate=lambda engine: {"epoch": engine.step // steps_per_epoch,
                                  "test_accuracy": accuracy(engine, test_inputs, test_labels, config.batch_size)},
-        run_config=asdict(config),
+        run_config=to_dict(config),
         record_extras=lambda update: {"epoch": math.ceil(update / steps_per_epoch)},
     )
-    engine = Engine(config.engine(total_steps, steps_per_epoch, show_bar), run_dir, on_record=report)
-    outcome = engine.run(task, resume=resume)
-    return FinetuneResult(
+    plan = RunPlan(total_steps, steps_per_epoch, description=config.label)
+    outcome = engine.run(task, config.engine, plan, resume=resume)
+    result = FinetuneResult(
         config,
         accuracy_by_epoch=[r["test_accuracy"] for r in outcome.records],
         train_loss_by_epoch=[r["train_loss"] for r in outcome.records],
@@ -286,3 +217,6 @@ def run_finetune(
         trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
         parameter_bytes=parameter_bytes(model),
     )
+    engine.finish({"label": config.label, "accuracy_by_epoch": result.accuracy_by_epoch,
+                   "train_loss_by_epoch": result.train_loss_by_epoch, "train_seconds": result.train_seconds})
+    return result

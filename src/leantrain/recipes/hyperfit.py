@@ -3,11 +3,11 @@ a pretrained causal LM to near-zero training loss on a small fixed set of sequen
 its continuations of held-out text change.
 
 The paper's protocol is the default: all parameters, Adam (AdamW with weight decay 0), lr 1e-6, no
-schedule, no clipping, batch 8, 20 epochs over 2,000 sequences of 256 tokens. ``HyperfitConfig.preset
-("cpu")`` is the 2-core shape (``PRESETS``). Before training and every ``eval_every`` epochs the model
-continues ``eval_contexts`` held-out contexts of ``context_len`` tokens from the training domain and
-from ``other_corpus``, greedily and with the paper's top-p baseline, and is scored on them
-(``leantrain.metrics``). The run folder holds ``config.json``, ``metrics.jsonl``, the engine's
+schedule, no clipping, batch 8, 20 epochs over 2,000 sequences of 256 tokens.
+``HyperfitConfig(preset="cpu")`` is the 2-core shape (config/hyperfit.py, ``PRESETS``). Before training
+and every ``eval_every`` epochs the model continues ``eval_contexts`` held-out contexts of ``context_len``
+tokens from the training domain and from ``other_corpus``, greedily and with the paper's top-p baseline,
+and is scored on them (``leantrain.metrics``). The run folder holds ``config.json``, ``metrics.jsonl``, the engine's
 checkpoint, ``samples.jsonl``, and at the end the report (recipes/hyperfit_report.py).
 """
 
@@ -16,16 +16,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from leantrain.convert import Conversion
+from leantrain.config.fields import to_dict
+from leantrain.config.hyperfit import DOMAINS, HyperfitConfig
 from leantrain.data.corpus import load_documents
 from leantrain.data.fixed_sample import FixedSample, fixed_sample
-from leantrain.engine import Engine, EngineConfig, TrainTask
+from leantrain.engine import Engine, RunPlan, TrainTask
 from leantrain.generation import CitationBlocker, Decoding, continue_contexts
 from leantrain.metrics import (
     NgramIndex,
@@ -35,125 +36,16 @@ from leantrain.metrics import (
     repetition_rate,
     type_token_ratio,
 )
-from leantrain.names import OPTIMIZERS
-from leantrain.optim.factory import build_optimizer
-from leantrain.recipes.causal_lm import lm_conversions, open_run
-from leantrain.sampling import SamplingConfig
-from leantrain.validation import is_positive_int
+from leantrain.plan.planner import planned
+from leantrain.recipes.causal_lm import folder_and_tokenizer, load_causal_lm, model_folder
+from leantrain.recipes.hyperfit_report import entropy_matched_control, summary, write_report
 
-# Shapes of the run; every field stays a flag. "cpu": 32 sequences of 128 tokens instead of 2,000 of
-# 256 (1/125 of the tokens), so that an epoch is 4 updates (~35 s for SmolLM2-135M on 2 cores); lr
-# 1e-4 instead of 1e-6 and 12 epochs instead of 20, to reach a low training loss in 48 updates, not
-# 5,000; 16 held-out contexts per domain and 128 new tokens (TTR still over the last 96), evaluated
-# at the start, halfway and at the end.
-PRESETS: dict[str, dict[str, object]] = {
-    "paper": {},
-    "cpu": {"sequences": 32, "seq_len": 128, "epochs": 12, "lr": 1e-4, "eval_contexts": 16, "new_tokens": 128,
-            "eval_every": 6, "eval_batch_size": 16},
-}
-DOMAINS = ("heldout", "other")  # held-out text of the training corpus; text of ``other_corpus``
+SAMPLES = "samples.jsonl"
 
 
-@dataclass(frozen=True)
-class HyperfitConfig:
-    """One hyperfitting run. ``model``: "smollm2" (offline SmolLM2-135M-Instruct) or a local HF
-    causal-LM folder; ``corpus`` / ``other_corpus``: "bbc", "kjv" or text files (``other_corpus``
-    None: no second domain). ``lora``: a LoRA rank on every linear layer but the LM head, or on the
-    last ``lora_layers`` blocks only. ``citation_block``: forbid continuing a training span after
-    that many tokens at generation time. ``copy_threshold``: copied spans longer than this count as
-    copies. ``eval_every``: epochs between evaluations; checkpoints are written at each of them."""
-
-    output_dir: str = "runs/hyperfit"
-    model: str = "smollm2"
-    corpus: str | tuple[str, ...] = "bbc"
-    other_corpus: str | tuple[str, ...] | None = "kjv"
-    sequences: int = 2000
-    seq_len: int = 256
-    batch_size: int = 8
-    grad_accum: int = 1
-    epochs: int = 20
-    lr: float = 1e-6
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-    optimizer: str = "adamw"
-    rank: int | None = None
-    update_proj_gap: int | None = None
-    lora: int | None = None
-    lora_layers: int | None = None
-    sampling: SamplingConfig | None = None
-    lean: bool = False
-    precision: str = "fp32"
-    layout: str = "ddp"
-    eval_contexts: int = 32
-    eval_every: int = 1
-    eval_batch_size: int = 8
-    context_len: int = 32
-    new_tokens: int = 224
-    ttr_window: int = 96
-    top_p: float = 0.9
-    temperature: float = 0.7
-    top_k: int = 50
-    citation_block: int | None = None
-    copy_threshold: int = 10
-    samples: int = 4
-    entropy_control: bool = True
-    seed: int = 0
-
-    @classmethod
-    def preset(cls, name: str, **settings: object) -> HyperfitConfig:
-        """The ``PRESETS[name]`` shape, then ``settings`` on top."""
-        if name not in PRESETS:
-            raise ValueError(f"preset={name!r} is not one of {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **settings})
-
-    def __post_init__(self) -> None:
-        for name in ("sequences", "seq_len", "batch_size", "grad_accum", "epochs", "eval_contexts", "eval_every",
-                     "eval_batch_size", "context_len", "new_tokens", "ttr_window", "copy_threshold"):
-            if not is_positive_int(getattr(self, name)):
-                raise ValueError(f"HyperfitConfig.{name}={getattr(self, name)!r} must be an integer >= 1")
-        for name in ("lora", "lora_layers", "citation_block"):
-            value = getattr(self, name)
-            if value is not None and not is_positive_int(value):
-                raise ValueError(f"HyperfitConfig.{name}={value!r} must be None or an integer >= 1")
-        if self.sequences < self.batch_size:
-            raise ValueError(f"HyperfitConfig.sequences={self.sequences} must be >= batch_size={self.batch_size} "
-                             "(an epoch is sequences // batch_size updates)")
-        if self.context_len >= self.seq_len:
-            raise ValueError(f"HyperfitConfig.context_len={self.context_len} must be shorter than "
-                             f"seq_len={self.seq_len} (contexts are the first tokens of held-out sequences)")
-        if self.ttr_window > self.new_tokens:
-            raise ValueError(f"HyperfitConfig.ttr_window={self.ttr_window} must be <= new_tokens={self.new_tokens}")
-        if self.lora_layers is not None and self.lora is None:
-            raise ValueError("HyperfitConfig.lora_layers needs lora (a LoRA rank)")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"HyperfitConfig.optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"HyperfitConfig.lr={self.lr!r} must be a finite number > 0")
-        self.decoding()
-        self.engine()
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.sequences // self.batch_size
-
-    @property
-    def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
-
-    def decoding(self) -> Decoding:
-        """The sampling baseline (the paper's: top-p 0.9, temperature 0.7, top-k 50)."""
-        return Decoding(sample=True, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
-
-    def engine(self, show_progress: bool = True) -> EngineConfig:
-        every = self.eval_every * self.steps_per_epoch
-        return EngineConfig(max_steps=self.total_steps, grad_accum=self.grad_accum, grad_clip=self.grad_clip,
-                            precision=self.precision, layout=self.layout, eval_every=every, save_every=every,
-                            eval_at_start=True, seed=self.seed, show_progress=show_progress,
-                            description="hyperfit")
-
-    def conversions(self, num_layers: int) -> tuple[Conversion, ...]:
-        """LoRA (all linear layers but the head, or the last ``lora_layers`` blocks), then sampling, then lean."""
-        return lm_conversions(self.lora, self.lora_layers, self.sampling, self.lean, num_layers)
+def decoding(config: HyperfitConfig) -> Decoding:
+    """The sampling baseline (the paper's: top-p 0.9, temperature 0.7, top-k 50)."""
+    return Decoding(sample=True, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
 
 
 def context_limit(model: nn.Module) -> int | None:
@@ -182,12 +74,13 @@ def prepare_data(config: HyperfitConfig, tokenizer) -> HyperfitData:
     def encode(texts: list[str]) -> list[list[int]]:
         return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
+    seed = config.engine.seed
     sample = fixed_sample(load_documents(config.corpus), encode, config.seq_len, config.sequences,
-                          config.eval_contexts, config.seed)
+                          config.eval_contexts, seed)
     other = None
     if config.other_corpus is not None:
         other = fixed_sample(load_documents(config.other_corpus), encode, config.seq_len, 1,
-                             config.eval_contexts, config.seed).held_out
+                             config.eval_contexts, seed).held_out
     return HyperfitData(sample, other, NgramIndex(sample.train.tolist()))
 
 
@@ -236,10 +129,10 @@ def evaluate(engine: Engine, config: HyperfitConfig, data: HyperfitData, blocker
         record.update({f"{domain}_ppl": math.exp(ppl_log / count), f"{domain}_entropy": entropy / count,
                        f"{domain}_top1": top1 / count})
         texts = {}
-        for name, decoding in (("greedy", Decoding()), ("top_p", config.decoding())):
+        for name, chosen in (("greedy", Decoding()), ("top_p", decoding(config))):
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(config.seed * 1_000_003 + engine.step)
-                continuations = continue_contexts(model, local[:, :config.context_len], config.new_tokens, decoding,
+                torch.manual_seed(config.engine.seed * 1_000_003 + engine.step)
+                continuations = continue_contexts(model, local[:, :config.context_len], config.new_tokens, chosen,
                                                   config.eval_batch_size, blocker)
             sums = continuation_sums(config, continuations, counted, data.index)
             totals = engine.sum_over_processes(sums[:-1])
@@ -270,44 +163,52 @@ class HyperfitResult:
     output_dir: Path
 
 
+def resolve(config: HyperfitConfig, folder: Path | None = None, say: Callable[[str], None] = print) -> HyperfitConfig:
+    """``config`` resolved; under ``memory.budget``, with the planner's parts for the model of ``folder`` (by
+    default ``config.model``'s) at micro-batches of batch_size × seq_len."""
+    config = config.resolved()
+    if config.memory.budget is None:
+        return config
+    rows = max(1, config.batch_size // config.engine.grad_accum)
+    return planned(config, str(folder or model_folder(config.model)), rows, config.seq_len, say)
+
+
 def hyperfit(config: HyperfitConfig, resume: bool = False, show_bar: bool = True,
              on_log: Callable[[dict], None] | None = None) -> HyperfitResult:
     """Run (or with ``resume`` continue) ``config`` on the engine and write the report."""
-    from leantrain.recipes.hyperfit_report import entropy_matched_control, write_report
-
-    engine, run_dir, folder, model, tokenizer = open_run(config.engine(show_bar), config.output_dir, config.model,
-                                                         config.seed, on_log)
+    engine = Engine(config.engine.output_dir, on_record=on_log, show_progress=show_bar)
+    folder, tokenizer = folder_and_tokenizer(config.model, engine)
+    config = resolve(config, folder, say=print if engine.is_main else lambda _: None)
+    model, _ = load_causal_lm(folder, config.engine.seed)
     check_lengths(config, model)
     data = prepare_data(config, tokenizer)
-    for convert in config.conversions(model.config.num_hidden_layers):
-        convert(model)
+    config.memory.apply(model)
     model.train()
+    run_dir = Path(config.engine.output_dir)
     if engine.is_main and not resume:
-        (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
-        (run_dir / "samples.jsonl").unlink(missing_ok=True)
+        (run_dir / SAMPLES).unlink(missing_ok=True)
     blocker = None if config.citation_block is None else CitationBlocker(data.sample.train.tolist(),
                                                                          config.citation_block)
-    train = data.sample.train
+    train, per_epoch = data.sample.train, config.steps_per_epoch
 
     def batch(update: int) -> dict[str, Tensor]:
-        epoch, position = divmod(update, config.steps_per_epoch)
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+        epoch, position = divmod(update, per_epoch)
+        order = engine.epoch_order(len(train), epoch)
         ids = train[order[position * config.batch_size:(position + 1) * config.batch_size]]
         return {"input_ids": ids, "labels": ids}
 
     def write_samples(entry: dict) -> None:
-        with open(run_dir / "samples.jsonl", "a") as file:
+        with open(run_dir / SAMPLES, "a") as file:
             file.write(json.dumps(entry) + "\n")
 
     task = TrainTask(
-        model=model, batch=batch,
-        build_optimizer=lambda m: build_optimizer(config.optimizer, m, lr=config.lr, weight_decay=config.weight_decay,
-                                                  rank=config.rank, update_proj_gap=config.update_proj_gap),
+        model=model, batch=batch, optim=config.optim,
         evaluate=lambda engine: evaluate(engine, config, data, blocker, write_samples),
-        run_config=json.loads(json.dumps(asdict(config), default=str)),
-        record_extras=lambda update: {"epoch": update / config.steps_per_epoch},
+        run_config=to_dict(config),
+        record_extras=lambda update: {"epoch": update / per_epoch},
     )
-    outcome = engine.run(task, resume=resume)
+    plan = RunPlan(config.total_steps, config.eval_every * per_epoch, eval_at_start=True, description="hyperfit")
+    outcome = engine.run(task, config.engine, plan, resume=resume)
     trainable = sum(p.numel() for p in engine.unwrapped().parameters() if p.requires_grad)
     control = None
     if config.entropy_control and engine.is_main:
@@ -316,6 +217,5 @@ def hyperfit(config: HyperfitConfig, resume: bool = False, show_bar: bool = True
                             control, run_dir)
     if engine.is_main:
         write_report(result, tokenizer)
-    if engine.world_size > 1:
-        torch.distributed.barrier()
+    engine.finish(summary(result))
     return result

@@ -6,14 +6,17 @@ paper's entropy-matched temperature control."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from leantrain.config.fields import to_dict
+from leantrain.config.hyperfit import DOMAINS
 from leantrain.generation import Decoding, continue_contexts
 from leantrain.io.metrics import read_metrics
 from leantrain.metrics import mean_entropy, temperature_for_entropy
+from leantrain.metrics.text import type_token_ratio
+from leantrain.recipes.causal_lm import load_causal_lm
 
 COLUMNS = (("epoch", "epoch", "{:.0f}"), ("train_loss", "train loss", "{:.3f}"), ("ppl", "ppl", "{:.1f}"),
            ("entropy", "entropy", "{:.2f}"), ("top1", "top-1 p", "{:.2f}"), ("ttr_greedy", "TTR greedy", "{:.3f}"),
@@ -24,9 +27,6 @@ COLUMNS = (("epoch", "epoch", "{:.0f}"), ("train_loss", "train loss", "{:.3f}"),
 def entropy_matched_control(config, folder: Path, data, last: dict) -> dict:
     """The starting model sampled (temperature only) at the temperature that gives its held-out
     predictions the hyperfitted model's mean entropy ("Beyond Temperature", arXiv 2605.22579)."""
-    from leantrain.metrics.text import type_token_ratio
-    from leantrain.recipes.causal_lm import load_causal_lm
-
     model, _ = load_causal_lm(folder)
     model.eval()
     sequences = data.sample.held_out
@@ -35,7 +35,7 @@ def entropy_matched_control(config, folder: Path, data, last: dict) -> dict:
                             sequences.split(config.eval_batch_size)])
         temperature = temperature_for_entropy(logits, last["heldout_entropy"])
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
+            torch.manual_seed(config.engine.seed)
             continuations = continue_contexts(model, sequences[:, :config.context_len], config.new_tokens,
                                               Decoding(sample=True, temperature=temperature),
                                               config.eval_batch_size)
@@ -56,8 +56,8 @@ def summary_markdown(result, domains: list[str]) -> str:
     first, last = records[0], records[-1]
     lines = [f"# Hyperfitting: {config.model} on {config.corpus}", "",
              f"{config.sequences} sequences of {config.seq_len} tokens, batch {config.batch_size}, {config.epochs} "
-             f"epochs ({config.total_steps} updates), {config.optimizer} lr {config.lr:g}, weight decay "
-             f"{config.weight_decay:g}; {result.trainable_parameters:,} trainable parameters. Training "
+             f"epochs ({config.total_steps} updates), {config.optim.name} lr {config.optim.lr:g}, weight decay "
+             f"{config.optim.weight_decay:g}; {result.trainable_parameters:,} trainable parameters. Training "
              f"{result.train_seconds:.0f} s, evaluation {result.eval_seconds:.0f} s.", "",
              f"Held-out contexts: {config.eval_contexts} per domain, {config.context_len} tokens each; continuations "
              f"of {config.new_tokens} tokens, TTR over the last {config.ttr_window}; top-p {config.top_p:g}, "
@@ -136,16 +136,18 @@ def samples_markdown(path: Path, tokenizer) -> str:
     return "\n".join(lines)
 
 
-def write_report(result, tokenizer) -> None:
-    run_dir = result.output_dir
-    from leantrain.recipes.hyperfit import DOMAINS
+def summary(result) -> dict:
+    """What ``summary.json`` holds: the config, the start and end evaluations, times, the control."""
+    return {"config": to_dict(result.config), "steps": result.config.total_steps,
+            "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
+            "trainable_parameters": result.trainable_parameters, "start": result.records[0],
+            "end": result.records[-1], "control": result.control}
 
+
+def write_report(result, tokenizer) -> None:
+    """``summary.md``, ``report.png`` and ``samples.md`` (the engine writes ``summary.json``)."""
+    run_dir = result.output_dir
     domains = [d for d in DOMAINS if f"{d}_ppl" in result.records[0]]
-    summary = {"config": json.loads(json.dumps(asdict(result.config), default=str)),
-               "steps": result.config.total_steps, "train_seconds": result.train_seconds,
-               "eval_seconds": result.eval_seconds, "trainable_parameters": result.trainable_parameters,
-               "start": result.records[0], "end": result.records[-1], "control": result.control}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (run_dir / "summary.md").write_text(summary_markdown(result, domains))
     plot(result, domains, run_dir / "report.png")
     (run_dir / "samples.md").write_text(samples_markdown(run_dir / "samples.jsonl", tokenizer))

@@ -21,8 +21,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from leantrain.config.rl import RLConfig
+from leantrain.data.problems import Problems
+from leantrain.engine.loop import CONFIG
+from leantrain.recipes.rl import load_policy, prepare_problems
 from leantrain.rl.pass_at_k import pass_at_k
-from leantrain.rl.problems import Problems
 from leantrain.rl.rollouts import encode_prompts, generate_rollouts
 from leantrain.rl.scoring import correct_per_group, score_rollouts
 from leantrain.validation import is_positive_int
@@ -186,14 +189,11 @@ def write_pass_at_k_report(curves: dict[str, dict[int, float]], output_dir: str 
 def held_out_problems(sources: Sequence[str], data: str | None, held_out: int, data_seed: int) -> tuple[Problems, str]:
     """The problems to evaluate on and what they are: the held-out split of the first RL run among ``sources``
     (unless ``data`` is given), else the held-out split of ``data`` ("arithmetic" by default)."""
-    from leantrain.recipes.rl import CONFIG_FILE, RLConfig, prepare_problems
-
-    runs = [Path(source) for source in sources if (Path(source) / CONFIG_FILE).is_file()]
+    runs = [Path(source) for source in sources if (Path(source) / CONFIG).is_file()]
     if data is None and runs:
-        config = RLConfig.from_file(runs[0] / CONFIG_FILE)
+        config = RLConfig.from_file(runs[0] / CONFIG)
         return prepare_problems(config)[1], f"the held-out split of {runs[0]} ({config.data})"
-    config = RLConfig(data=data or "arithmetic", held_out=held_out, eval_problems=min(64, held_out),
-                      data_seed=data_seed)
+    config = RLConfig(data=data or "arithmetic", held_out=held_out, data_seed=data_seed)
     return prepare_problems(config)[1], f"the held-out split of {config.data}"
 
 
@@ -203,8 +203,6 @@ def evaluate_sources(sources: Sequence[str], output_dir: str | Path, *, data: st
                      chat: bool = True, show_progress: bool = True) -> dict[str, dict[int, float]]:
     """pass@k curves of each source (an RL run folder, an HF folder or "smollm2") on the same held-out
     problems and the same seeded samples; writes the report into ``output_dir`` and returns the curves."""
-    from leantrain.recipes.rl import load_policy
-
     if not sources:
         raise ValueError("no sources to evaluate: give RL run folders, HF model folders or 'smollm2'")
     problems, described = held_out_problems(sources, data, held_out, data_seed)

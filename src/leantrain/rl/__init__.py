@@ -5,19 +5,22 @@
 - ``dars_budget``: DARS's rollouts per prompt after a first round (Yang et al. 2025, released code);
 - ``policy_loss``: the clipped-surrogate GRPO loss with TRL's four token aggregations;
 - ``encode_prompts``, ``generate_rollouts``: ragged groups of sampled (or greedy) completions;
-- answers and rewards: answer extraction, TRL-signature reward functions, ``score_completions``;
-- ``load_problems`` / ``Problems``: prompts, answers and their reward functions, split by distinct prompt.
+- answers and rewards (from ``leantrain.verify``): answer extraction, TRL-signature reward functions,
+  ``score_completions``;
+- ``load_problems`` / ``Problems`` (from ``leantrain.data.problems``): prompts, answers and their reward
+  functions, split by distinct prompt.
 
 The ``leantrain rl`` recipe (recipes/rl.py) puts them to work: GRPO, DARS and SELF on the engine (docs/rl.md).
 """
 
+from leantrain.data.problems import Problems, load_problems
 from leantrain.rl.advantages import SCALES, GroupAdvantages, group_advantages
-from leantrain.rl.answers import boxed_answer, last_number, numbers_equal, parse_number
 from leantrain.rl.dars import RULES, dars_budget
 from leantrain.rl.pass_at_k import pass_at_k
 from leantrain.rl.policy_loss import LOSS_TYPES, PolicyLoss, policy_loss
-from leantrain.rl.problems import Problems, load_problems
-from leantrain.rl.rewards import (
+from leantrain.rl.rollouts import Rollouts, TrainingInputs, encode_prompts, generate_rollouts
+from leantrain.verify.answers import boxed_answer, last_number, numbers_equal, parse_number
+from leantrain.verify.rewards import (
     Scores,
     completion_text,
     math_verify_reward,
@@ -25,7 +28,6 @@ from leantrain.rl.rewards import (
     reasoning_gym_reward,
     score_completions,
 )
-from leantrain.rl.rollouts import Rollouts, TrainingInputs, encode_prompts, generate_rollouts
 
 __all__ = ["LOSS_TYPES", "RULES", "SCALES", "GroupAdvantages", "PolicyLoss", "Problems", "Rollouts", "Scores",
            "TrainingInputs", "boxed_answer", "completion_text", "dars_budget", "encode_prompts", "generate_rollouts",

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from leantrain.data.problems import Problems
 from leantrain.rl.advantages import group_advantages
 from leantrain.rl.dars import dars_budget
-from leantrain.rl.problems import Problems
 from leantrain.rl.rollouts import Rollouts, TrainingInputs, generate_rollouts
 from leantrain.rl.scoring import correct, correct_per_group, score_rollouts
 

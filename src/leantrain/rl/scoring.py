@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from leantrain.rl.problems import Problems
-from leantrain.rl.rewards import Scores, score_completions
+from leantrain.data.problems import Problems
 from leantrain.rl.rollouts import Rollouts, generate_rollouts
+from leantrain.verify.rewards import Scores, score_completions
 
 SOLVED = 1.0
 

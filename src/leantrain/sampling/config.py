@@ -1,12 +1,14 @@
-"""SamplingConfig: which estimator a sampled linear layer uses, at what budget, fed by what importance."""
+"""SamplingConfig: which estimator a sampled linear layer uses, at what budget, fed by what importance.
+
+Torch-free, so that the command line reads it without importing torch.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from leantrain.sampling.estimators import METHODS
-from leantrain.sampling.importance import SOURCES
+from leantrain.names import METHODS, SOURCES
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,22 @@ class SamplingConfig:
 
     @classmethod
     def from_spec(cls, spec: str, **options: object) -> SamplingConfig:
-        """``"METHOD@BUDGET"`` (e.g. ``"wtacrs@0.3"``), the one spelling of a sampling choice on the
-        command line; ``options`` are the other fields."""
-        method, at, budget = spec.strip().partition("@")
+        """``"METHOD@BUDGET"`` or ``"METHOD@BUDGET:IMPORTANCE"`` (e.g. ``"wtacrs@0.3"``, ``"crs@0.1:norm"``), the
+        one spelling of a sampling choice on the command line; ``options`` are the other fields."""
+        method, at, rest = spec.strip().partition("@")
+        budget, colon, importance = rest.partition(":")
         try:
             value = float(budget)
         except ValueError:
             value = None
-        if not at or value is None:
-            raise ValueError(f"sampling {spec!r} is not METHOD@BUDGET, e.g. wtacrs@0.3 (METHOD one of {METHODS})")
+        if not at or value is None or (colon and not importance):
+            raise ValueError(f"sampling {spec!r} is not METHOD@BUDGET[:IMPORTANCE], e.g. wtacrs@0.3 or crs@0.1:norm "
+                             f"(METHOD one of {METHODS}, IMPORTANCE one of {SOURCES})")
+        if colon:
+            options = {**options, "importance": importance}
         return cls(method, value, **options)
+
+    @property
+    def spec(self) -> str:
+        """The ``from_spec`` spelling of method, budget and importance."""
+        return f"{self.method}@{self.budget:g}" + ("" if self.importance == "running" else f":{self.importance}")

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from leantrain.names import SCHEDULES
+from leantrain.names import SCHEDULE_OPTIONS, SCHEDULES
 from leantrain.schedules.base import MultiplierSchedule, require
 from leantrain.schedules.formulas import DECAY_SHAPES
 from leantrain.schedules.linear_decay import LinearDecay
@@ -22,12 +22,7 @@ from leantrain.schedules.rex import REX
 from leantrain.schedules.wsd import WSD
 
 DEFAULT_DECAY_FRACTION = 0.2  # of total_steps, for "wsd" and "power" (Hägele et al. 2024: ~20% with 1-sqrt)
-OPTIONS: dict[str, tuple[str, ...]] = {  # what each schedule takes besides total/warmup steps and min_lr_ratio
-    "constant": (), "cosine": (), "linear": (), "rex": (),
-    "wsd": ("decay_steps", "decay", "half_life"),
-    "power": ("batch_size", "tokens_per_step", "a", "b", "decay_steps", "decay", "max_lr"),
-    "refined": ("grad_norms", "smoothing"),
-}
+OPTIONS = SCHEDULE_OPTIONS  # what each schedule takes besides total/warmup steps and min_lr_ratio
 
 
 def check_options(name: str, options: Mapping[str, Any]) -> None:

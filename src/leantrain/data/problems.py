@@ -5,10 +5,10 @@ Sources (``load_problems``):
 
 - ``"arithmetic"`` (the built-in default): reasoning-gym ``chain_sum`` problems, half "2 one-digit terms"
   (SmolLM2-135M-Instruct: pass@1 ≈ 0.25 at T = 1, pass@8 ≈ 0.9) and half "2–3 terms of 1–2 digits"
-  (pass@1 ≈ 0.02), research/next_round.md §5. The mix gives a starting pass@1 of about 0.14: easy
-  prompts GRPO learns from, and hard ones where a first round of rollouts is often all wrong, which
-  is what DARS's extra rollouts are for. Scored by reasoning-gym's own ``score_answer`` on the last
-  number of the completion (the model answers in a sentence).
+  (pass@1 ≈ 0.02), measured with 16 new tokens at T = 1 before this recipe existed. The mix gives a
+  starting pass@1 of about 0.14: easy prompts GRPO learns from, and hard ones where a first round of
+  rollouts is often all wrong, which is what DARS's extra rollouts are for. Scored by reasoning-gym's
+  own ``score_answer`` on the last number of the completion (the model answers in a sentence).
 - ``"rg:TASK"``: any reasoning-gym task with its default configuration, scored by its own checker.
 - a ``.jsonl`` or ``.csv`` file with a ``prompt`` column (a string, or in JSONL a list of chat messages)
   and an ``answer`` column, scored by ``numeric_reward`` (last number or ``\\boxed{}``); other columns
@@ -26,8 +26,8 @@ from typing import Any
 
 from leantrain.data.rows import read_rows
 from leantrain.extras import require
-from leantrain.rl.rewards import RewardFunction, numeric_reward, reasoning_gym_reward
 from leantrain.validation import is_positive_int
+from leantrain.verify.rewards import RewardFunction, numeric_reward, reasoning_gym_reward
 
 Prompt = str | list[dict[str, str]]
 

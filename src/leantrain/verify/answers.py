@@ -2,11 +2,10 @@
 
 - ``last_number``: the last number written in a text. The default SmolLM2 model answers in a
   sentence ("The final answer to this arithmetic problem is 6."), and scoring the raw completion
-  gives ~0 reward everywhere; scoring its last number is what research/next_round.md §5 measured.
+  gives ~0 reward everywhere; its last number is what a checker should read.
 - ``boxed_answer``: the content of the last ``\\boxed{...}``, braces balanced, so that
   ``\\boxed{\\frac{1}{2}}`` gives ``\\frac{1}{2}`` (the MATH convention, lm-eval-harness's
-  ``last_boxed_only_string``; a regex without brace counting fails on nested braces,
-  research/rl_hyperfit.md §6.1).
+  ``last_boxed_only_string``; a regex without brace counting fails on nested braces).
 - ``parse_number`` and ``numbers_equal``: an answer string as an exact ``Fraction`` (integers,
   decimals, ``1,234``, ``3/4``, ``\\frac{3}{4}``), and equality within an absolute tolerance.
 """

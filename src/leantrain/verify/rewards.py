@@ -1,6 +1,6 @@
 """Reward functions for RL with verifiable rewards, and scoring a batch of completions with them.
 
-A reward function has TRL's signature (GRPOTrainer, research/rl_hyperfit.md §1.2 item 2):
+A reward function has TRL's signature (``GRPOTrainer``'s ``reward_funcs``):
 ``f(prompts, completions, **columns) -> list[float | None]``, one reward per completion, None
 meaning "not applicable". Completions are strings, or chat messages
 (``[{"role": "assistant", "content": ...}]``) as TRL passes them; every dataset column arrives as a
@@ -10,9 +10,9 @@ they are. Each lists the columns it reads in a ``required_columns`` attribute, w
 
 ``score_completions`` runs several reward functions for one RL step. Each call runs in a worker
 thread with a timeout, so it works off the main thread too (math-verify's ``signal.alarm`` does
-not, research/rl_hyperfit.md §6.1). A call that raises or times out is counted and logged
+not). A call that raises or times out is counted and logged
 (logger ``"leantrain.rl"``) and its rewards become NaN, never 0: verl once scored every MATH
-answer 0 because such a failure was swallowed (§6.1). ``group_advantages`` then leaves those
+answer 0 because such a failure was swallowed (verl PR #5635). ``group_advantages`` then leaves those
 samples unscored. The total is the weighted sum over the functions that scored the row, as TRL's
 ``nansum``.
 """
@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import torch
 
 from leantrain.extras import require
-from leantrain.rl.answers import boxed_answer, last_number, numbers_equal, parse_number
+from leantrain.verify.answers import boxed_answer, last_number, numbers_equal, parse_number
 
 logger = logging.getLogger("leantrain.rl")
 
@@ -81,7 +81,7 @@ def numeric_reward(column: str = "answer", tolerance: float = 1e-6) -> RewardFun
     """A reward function: 1.0 when the completion's answer equals column ``column`` as a number, else 0.0.
 
     The answer is the last ``\\boxed{...}`` if the completion has one, otherwise its last number
-    (research/next_round.md §5: SmolLM2 answers "The final answer ... is 6."). Numbers are compared
+    (SmolLM2-135M-Instruct answers "The final answer ... is 6."). Numbers are compared
     exactly as fractions within an absolute ``tolerance`` (``answers.numbers_equal``). A row whose
     reference is None or not a number gets None (not applicable), as TRL's ``accuracy_reward`` does
     for a gold answer it cannot parse.
@@ -139,7 +139,7 @@ def reasoning_gym_reward(dataset: AnswerChecker,
                          extract: Callable[[str], str | None] = last_number) -> RewardFunction:
     """A reward function scoring with a reasoning-gym dataset's own checker, ``dataset.score_answer(answer, entry)``.
 
-    ``answer`` is ``extract(completion)``, the last number by default (research/next_round.md §5;
+    ``answer`` is ``extract(completion)``, the last number by default (as ``numeric_reward``;
     None when there is none, which reasoning-gym scores 0). ``entry`` is rebuilt for each row from
     the columns, since TRL forwards every dataset column but the prompt: a dataset made of
     reasoning-gym entries gives back their ``answer`` and ``metadata``. TRL's own keyword arguments
