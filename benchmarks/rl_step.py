@@ -1,6 +1,7 @@
 """One RL training step of SmolLM2-135M-Instruct at the RL benchmark's batch: stock (full fine-tuning) vs
-LoRA vs WTA-CRS@0.3 + lean (full and + LoRA), measured side by side; and the generation speed of the
-rollout path (``generate_rollouts``) vs a plain ``model.generate`` on the same batch.
+LoRA vs WTA-CRS@0.3 + lean (full and + LoRA) vs layer checkpointing with 8-bit states and the step in
+backward (full and + LoRA), measured side by side; and the generation speed of the rollout path
+(``generate_rollouts``) vs a plain ``model.generate`` on the same batch.
 
 The batch is built once and every configuration trains on the same tensors: ``--prompts`` chain_sum
 prompts of the built-in "arithmetic" problems (drawn in equal shares from its two strata) through the
@@ -11,9 +12,10 @@ values do not change the step's memory or time), ``rollout_batch``, saved to a t
 One step: forward + backward of the recipe's loss ``RLLoss(LossSettings())`` (DAPO token mean, token
 log-probs through the chunked head that never holds the B×L×V logits) over the whole batch, or in
 ``--micro-rows`` micro-batches weighted by their share of the rows as the engine accumulates them, then
-``torch.optim.AdamW`` (lr 1e-6) over the trainable parameters and ``zero_grad``. The model is fp32 with
+the configuration's optimizer section (AdamW, lr 1e-6; 8-bit moments; stepping inside backward) over the
+trainable parameters and ``zero_grad``. The model is fp32 with
 eager attention (``leantrain.recipes.causal_lm.load_causal_lm``'s loading). LoRA: rank 16, alpha 16, no
-dropout, on every linear layer but the (tied) LM head, as the recipes' LoRA (``lm_conversions``).
+dropout, on every linear layer but the (tied) LM head, as the recipes' LoRA (``MemoryOptions(lora=16)``).
 
 Memory: each configuration's first step in a fresh subprocess (``leantrain.memory.peak``): the peak RSS
 of the step above the RSS just before it (gradients, AdamW states and activations, which the first
@@ -45,11 +47,13 @@ import torch
 from timing import interleaved_medians
 from torch import Tensor, nn
 
-from leantrain.convert import Conversion
+from leantrain.config import MemoryOptions, OptimConfig
+from leantrain.data.problems import load_problems
 from leantrain.memory.peak import MMAP_THRESHOLD_BYTES, cpu_peak_in_subprocess
-from leantrain.recipes.causal_lm import lm_conversions, model_folder
+from leantrain.optim.in_backward import StepInBackward
+from leantrain.plan.planner import states_after_a_step
+from leantrain.recipes.causal_lm import model_folder
 from leantrain.rl.advantages import group_advantages
-from leantrain.rl.problems import load_problems
 from leantrain.rl.rollouts import Rollouts, encode_prompts, generate_rollouts
 from leantrain.rl.training_loss import LossSettings, RLLoss, rollout_batch
 from leantrain.sampling import SamplingConfig
@@ -58,13 +62,18 @@ MIB = 2**20
 M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 LR = 1e-6
 SAMPLING = SamplingConfig.from_spec("wtacrs@0.3")
-# The recipes' conversions (LoRA on every linear layer but the head, no dropout; then sampling; then lean);
-# the layer count only matters for LoRA on the last layers, which none of these uses.
-CONFIGS = {
-    "stock (full fine-tuning)": lm_conversions(None, None, None, False, 0),
-    "LoRA r16": lm_conversions(16, None, None, False, 0),
-    "WTA-CRS@0.3 + lean": lm_conversions(None, None, SAMPLING, True, 0),
-    "WTA-CRS@0.3 + lean + LoRA r16": lm_conversions(16, None, SAMPLING, True, 0),
+ADAMW = OptimConfig(lr=LR)
+LEANEST = OptimConfig(lr=LR, state_bits=8, step_in_backward=True)
+# Each configuration's memory and optimizer sections, as the recipes apply them (LoRA on every linear layer
+# but the head, no dropout; then sampling; then checkpointing; then lean).
+CONFIGS: dict[str, tuple[MemoryOptions, OptimConfig]] = {
+    "stock (full fine-tuning)": (MemoryOptions(), ADAMW),
+    "LoRA r16": (MemoryOptions(lora=16), ADAMW),
+    "WTA-CRS@0.3 + lean": (MemoryOptions(sampling=SAMPLING, lean=True), ADAMW),
+    "WTA-CRS@0.3 + lean + LoRA r16": (MemoryOptions(lora=16, sampling=SAMPLING, lean=True), ADAMW),
+    "checkpointing + 8-bit states": (MemoryOptions(checkpointing="layers"), OptimConfig(lr=LR, state_bits=8)),
+    "checkpointing + 8-bit + step in backward": (MemoryOptions(checkpointing="layers"), LEANEST),
+    "checkpointing + 8-bit + step in backward + LoRA r16": (MemoryOptions(lora=16, checkpointing="layers"), LEANEST),
 }
 GENERATORS = ("generate_rollouts", "model.generate")
 
@@ -192,23 +201,25 @@ class RLStep(nn.Module):
 
 @dataclass(frozen=True)
 class RLStepSpec:
-    """Picklable builder of one configuration's ``(RLStep, batch, AdamW)``: the policy from ``folder``
-    converted by ``conversions``, in training mode, and the batch saved at ``batch_path``."""
+    """Picklable builder of one configuration's ``(RLStep, batch, optimizer)``: the policy from ``folder``
+    converted by ``parts``' memory section, in training mode, its optimizer section built over it (its hooks
+    registered when it steps in backward), and the batch saved at ``batch_path``."""
 
     folder: str
     batch_path: str
-    conversions: tuple[Conversion, ...] = ()
+    parts: tuple[MemoryOptions, OptimConfig] = (MemoryOptions(), ADAMW)
     micro_rows: int | None = None
-    lr: float = LR
     chunk_rows: int | None = None
 
     def __call__(self) -> tuple[RLStep, dict[str, Tensor], torch.optim.Optimizer]:
+        memory, optim = self.parts
         policy = load_policy(self.folder)
-        for convert in self.conversions:
-            convert(policy)
+        memory.apply(policy)
         policy.train()
         step = RLStep(policy, self.micro_rows, self.chunk_rows)
-        optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=self.lr)
+        optimizer = optim.build(policy)
+        if optim.step_in_backward:
+            StepInBackward(policy, optimizer)  # each parameter updated in backward; step() then finds no gradient
         return step, torch.load(self.batch_path), optimizer
 
 
@@ -227,32 +238,30 @@ def timed_rl_step(step: RLStep, batch: dict[str, Tensor], optimizer: torch.optim
     return time.perf_counter() - start
 
 
-def parameter_counts(policy: nn.Module) -> tuple[int, int, int]:
-    """(weight bytes, trainable parameters, trainable bytes)."""
-    weights = sum(p.numel() * p.element_size() for p in policy.parameters())
-    trainable = [p for p in policy.parameters() if p.requires_grad]
-    return weights, sum(p.numel() for p in trainable), sum(p.numel() * p.element_size() for p in trainable)
-
-
 def memory_rows(specs: dict[str, RLStepSpec]) -> dict[str, dict[str, float]]:
     """Per configuration: the measured peak of its first step above the pre-step RSS, the weights, the
-    accounted weights + gradients + AdamW states, and trainable parameters."""
+    accounted weights + gradients (one parameter's under the step in backward) + optimizer states, and
+    trainable parameters."""
     rows = {}
     for name, spec in specs.items():
         step, _, _ = spec()
-        weights, trainable, trainable_bytes = parameter_counts(step.policy)
+        trainable = [p for p in step.policy.parameters() if p.requires_grad]
+        weights = sum(p.numel() * p.element_size() for p in step.policy.parameters())
+        sizes = [p.numel() * p.element_size() for p in trainable]
+        gradients = max(sizes) if spec.parts[1].step_in_backward else sum(sizes)
+        state = weights + gradients + states_after_a_step(step.policy, spec.parts[1])
         del step
         peak = cpu_peak_in_subprocess(spec)
-        rows[name] = {"step": peak.step_bytes, "weights": weights, "trainable": trainable,
-                      "state": weights + 3 * trainable_bytes, "total": peak.step_bytes + weights}
+        rows[name] = {"step": peak.step_bytes, "weights": weights, "trainable": sum(p.numel() for p in trainable),
+                      "state": state, "total": peak.step_bytes + weights}
         print(f"  {name}: step peak {peak.step_bytes / MIB:.0f} MiB", file=sys.stderr, flush=True)
     return rows
 
 
 def memory_table(rows: dict[str, dict[str, float]]) -> str:
     base = next(iter(rows.values()))
-    lines = ["| configuration | trainable params | weights + grads + AdamW (accounted) | step peak above pre-step "
-             "| vs stock | total: weights + step peak | vs stock |", "|---|---|---|---|---|---|---|"]
+    lines = ["| configuration | trainable params | weights + grads + optimizer states (accounted) | step peak above "
+             "pre-step | vs stock | total: weights + step peak | vs stock |", "|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         lines.append(f"| {name} | {row['trainable'] / 1e6:.2f} M | {row['state'] / MIB:,.0f} MiB | "
                      f"{row['step'] / MIB:,.0f} MiB | {base['step'] / row['step']:.2f}x less | "
