@@ -1,6 +1,6 @@
 """Optional packages, each installed by one extra of pyproject.toml (torch-free, a leaf).
 
-``require("reasoning_gym", "the arithmetic problems")`` imports the package or raises ``MissingExtra``,
+``require("reasoning_gym", "the problem set 'arithmetic'")`` imports the package or raises ``MissingExtra``,
 whose one-line message names the extra to install; the command line prints it and exits with 2.
 """
 
@@ -25,7 +25,7 @@ class MissingExtra(ImportError):
 
 
 def require(module: str, purpose: str) -> ModuleType:
-    """Import ``module`` (a key of ``EXTRAS``) for ``purpose`` ("leantrain rl's built-in problems")."""
+    """Import ``module`` (a key of ``EXTRAS``) for ``purpose``, a noun phrase ("the problem set 'arithmetic'")."""
     if module not in EXTRAS:
         raise ValueError(f"module {module!r} is not an optional package of leantrain; known: {sorted(EXTRAS)}")
     try:
@@ -34,5 +34,5 @@ def require(module: str, purpose: str) -> ModuleType:
         if error.name is None or error.name.split(".")[0] != module:
             raise  # the package is there but one of its own dependencies is not: its error says which
         extra, package = EXTRAS[module]
-        raise MissingExtra(f"{purpose} needs {package}, which is not installed: "
-                           f"pip install 'leantrain[{extra}]'", name=module) from None
+        raise MissingExtra(f"{package} is not installed ({purpose} needs it): pip install 'leantrain[{extra}]'",
+                           name=module) from None

@@ -69,12 +69,14 @@ def run(args: argparse.Namespace) -> int:
     if args.rl_command == "eval":
         return run_eval(args)
     from leantrain.config import describe_parts
+    from leantrain.data.problems import check_source
     from leantrain.recipes.rl import prepare, rl
 
     config = config_from_args(RLConfig, args)
     if args.print_config:
         print_config(prepare(config, say=lambda text: print(text, file=sys.stderr)).config)
         return 0
+    check_source(config.data)  # a missing package or a bad source: one line, before anything is printed or done
     main = is_main_process()
     if main:
         shown = config.resolved()

@@ -116,7 +116,7 @@ class _TaskRouter:
 def reasoning_gym_problems(configurations: Sequence[tuple[str, Mapping[str, Any]]], size: int, seed: int,
                            name: str) -> Problems:
     """``size`` problems per configuration (distinct prompts within each), one stratum per configuration."""
-    reasoning_gym = require("reasoning_gym", f"the {name!r} problems (reasoning-gym)")
+    reasoning_gym = require("reasoning_gym", f"the problem set {name!r}")
 
     prompts, answers, metadata, stratum, datasets = [], [], [], [], {}
     for index, (task, settings) in enumerate(configurations):
@@ -156,16 +156,24 @@ def file_problems(path: str | Path) -> Problems:
     return Problems([row["prompt"] for row in rows], columns, {"numeric": numeric_reward()}, path.name)
 
 
+def check_source(source: str) -> None:
+    """Raise ValueError for a ``source`` that is no problem set, and MissingExtra when its package is not
+    installed: what ``load_problems`` would find first, found before any work."""
+    if source == "arithmetic" or source.startswith("rg:"):
+        require("reasoning_gym", f"the problem set {source!r}")
+    elif Path(source).suffix not in (".jsonl", ".csv"):
+        raise ValueError(f"problems {source!r} must be 'arithmetic', 'rg:TASK' (a reasoning-gym task) or a "
+                         ".jsonl/.csv file with prompt and answer columns")
+
+
 def load_problems(source: str, size: int = 2048, seed: int = 0) -> Problems:
     """``"arithmetic"``, ``"rg:TASK"`` or a JSONL/CSV path (see the module docstring); ``size``: problems
     per reasoning-gym configuration."""
     if not is_positive_int(size):
         raise ValueError(f"size={size!r} must be an integer >= 1")
+    check_source(source)
     if source == "arithmetic":
         return reasoning_gym_problems(ARITHMETIC, size, seed, source)
     if source.startswith("rg:"):
         return reasoning_gym_problems(((source[3:], {}),), size, seed, source)
-    if Path(source).suffix in (".jsonl", ".csv"):
-        return file_problems(source)
-    raise ValueError(f"problems {source!r} must be 'arithmetic', 'rg:TASK' (a reasoning-gym task) or a .jsonl/.csv "
-                     "file with prompt and answer columns")
+    return file_problems(source)
