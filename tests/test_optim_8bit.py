@@ -261,7 +261,7 @@ def test_bad_8bit_input_raises():
         lo.FiraAdamW([{"params": [weight], "rank": 2, "state_bits": True}])
     with pytest.raises(ValueError, match=r"state_bits=4 is not one of"):
         lo.build_optimizer("adamw", model, lr=1e-3, state_bits=4)
-    with pytest.raises(ValueError, match=r"optimizer='sgd' keeps no moments to quantize, got state_bits=8"):
+    with pytest.raises(ValueError, match=r"optimizer='sgd' keeps no Adam moments to quantize, got state_bits=8"):
         lo.build_optimizer("sgd", model, lr=1e-3, state_bits=8)
     with pytest.raises(ValueError, match=r"AdamW8bit got a group with rank=4; it takes plain groups only"):
         lo.AdamW8bit([{"params": [weight], "rank": 4}])

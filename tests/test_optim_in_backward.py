@@ -3,6 +3,7 @@ for torch's and leantrain's optimizers, with at most one parameter's gradient al
 step_in_backward, its resume, its logged gradient norm and its refusals."""
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 import torch
@@ -134,32 +135,41 @@ def test_the_engine_refuses_accumulation_and_turns_clipping_off_with_step_in_bac
 tiny, batch = tiny_llama, seeded_batch
 
 
-def task(fused: bool = False) -> TrainTask:
-    return TrainTask(model=tiny(), batch=batch,
-                     optim=OptimConfig("dct", lr=1e-2, rank=4, weight_decay=0.1, step_in_backward=fused),
+DCT = OptimConfig("dct", lr=1e-2, rank=4, weight_decay=0.1)
+
+
+def task(fused: bool = False, optim: OptimConfig = DCT) -> TrainTask:
+    return TrainTask(model=tiny(), batch=batch, optim=replace(optim, step_in_backward=fused),
                      build_schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 / (1 + step)),
                      evaluate=lambda engine: {"val_loss": float(engine.model(**batch(99)).loss)})
 
 
 def engine_run(run_dir, fused: bool, max_steps: int, resume: bool = False, grad_clip: float | None = None,
-               verbose: bool = False):
+               verbose: bool = False, optim: OptimConfig | None = None):
     logged = []
-    run_task = task(fused)
+    run_task = task(fused) if optim is None else task(fused, optim)
     engine = Engine(run_dir, on_record=logged.append, show_progress=verbose)
     result = engine.run(run_task, EngineConfig(grad_clip=grad_clip), RunPlan(max_steps, eval_every=2), resume=resume)
     return result, logged, run_task.model.state_dict()
 
 
-def test_the_engine_fused_run_and_its_resume_equal_the_ordinary_run(tmp_path):
-    plain, plain_logged, plain_model = engine_run(None, fused=False, max_steps=4)
-    fused, fused_logged, fused_model = engine_run(None, fused=True, max_steps=4)
+@pytest.mark.parametrize("optim", [None, OptimConfig("adafactor", lr=1e-2, weights="bf16", compensation=True),
+                                   OptimConfig("adamw", lr=1e-2, weights="bf16", state_bits=8)],
+                         ids=["dct-fp32", "adafactor-bf16-kahan", "adamw8bit-bf16"])
+def test_the_engine_fused_run_and_its_resume_equal_the_ordinary_run(tmp_path, optim):
+    """bf16 weights too: the engine stores them in bf16, and their rounding draws follow each parameter's place
+    and step, so the fused run, the ordinary one and a resume agree bit for bit."""
+    plain, plain_logged, plain_model = engine_run(None, fused=False, max_steps=4, optim=optim)
+    fused, fused_logged, fused_model = engine_run(None, fused=True, max_steps=4, optim=optim)
     assert [r["step"] for r in plain_logged if "grad_norm" in r] == [1, 2, 3, 4]
     assert fused_logged == plain_logged  # loss, lr, grad_norm and the evaluations
     assert fused.records == plain.records
     assert_identical(fused_model, plain_model)
 
-    engine_run(tmp_path, fused=True, max_steps=2)
-    resumed, resumed_logged, resumed_model = engine_run(tmp_path, fused=True, max_steps=4, resume=True)
+    if optim is not None:
+        assert all(value.dtype == torch.bfloat16 for value in fused_model.values() if value.is_floating_point())
+    engine_run(tmp_path, fused=True, max_steps=2, optim=optim)
+    resumed, resumed_logged, resumed_model = engine_run(tmp_path, fused=True, max_steps=4, resume=True, optim=optim)
     assert resumed_logged == [r for r in plain_logged if r["step"] > 2]
     assert resumed.records == plain.records
     assert_identical(resumed_model, plain_model)

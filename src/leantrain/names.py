@@ -15,7 +15,11 @@ SOURCES = ("norm", "running", "cached")
 TARGET_PRESETS = ("paper", "all-linear")
 # Optimizers by name (optim/factory.py); the low-rank ones keep Adam's states of linear weights in a subspace.
 LOW_RANK_OPTIMIZERS = ("galore", "fira", "frugal", "dct")
-OPTIMIZERS = ("adamw", "sgd", *LOW_RANK_OPTIMIZERS)
+# "adafactor": factored second moment, no first moment (the optimizer-state floor, optim/adafactor.py).
+OPTIMIZERS = ("adamw", "sgd", *LOW_RANK_OPTIMIZERS, "adafactor")
+# How the trained weights are stored (optim/sixteen_bit.py), and how an fp32 update is written to bf16 ones.
+WEIGHTS = ("fp32", "bf16")
+ROUNDINGS = ("stochastic", "nearest")
 # Activation checkpointing of whole layers (lean/checkpointing.py): keep the input only, or the matmul results too.
 CHECKPOINTING = ("layers", "selective")
 # Bits per element of Adam's moments (optim/quantized_state.py): fp32, or block-wise 8-bit.
@@ -62,6 +66,16 @@ MODEL_PRESETS: dict[str, tuple[str, dict]] = {
     "llama-tiny": ("LlamaConfig", {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                                    "num_key_value_heads": 2, "intermediate_size": 172, "vocab_size": 1000}),
     "gpt2-tiny": ("GPT2Config", {"n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 1000}),
+    # The shapes of two models users fine-tune on one device, with random weights (no files): SmolLM2-1.7B
+    # (1.71B parameters, tied embeddings) and Llama-2-7B (6.74B).
+    "smollm2-1.7b": ("LlamaConfig", {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
+                                     "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 49152,
+                                     "max_position_embeddings": 8192, "rope_theta": 130000.0,
+                                     "tie_word_embeddings": True, "rms_norm_eps": 1e-5}),
+    "llama-7b": ("LlamaConfig", {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                                 "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
+                                 "max_position_embeddings": 4096, "tie_word_embeddings": False,
+                                 "rms_norm_eps": 1e-5}),
 }
 # What ``models.presets.build_model`` and ``leantrain memory`` accept by name (besides a HF model folder):
 # the presets, the offline pretrained MiniLM-L6 and SmolLM2-135M-Instruct (the default causal LM).

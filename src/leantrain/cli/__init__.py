@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, MissingExtra) as error:
+    except (ValueError, FileNotFoundError, MissingExtra, MemoryError) as error:
         print(f"leantrain {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -32,6 +32,7 @@ from leantrain.engine.processes import Batch, fully_shard_model, local_micro_bat
 from leantrain.io import MetricsWriter, load_checkpoint, save_checkpoint
 from leantrain.io.interrupt import StopRequest
 from leantrain.optim.in_backward import StepInBackward
+from leantrain.optim.sixteen_bit import bf16_weights_
 from leantrain.sampling import sample_ids
 from leantrain.validation import is_positive_int
 
@@ -334,9 +335,12 @@ class Engine:
         self.sharded = self.world_size > 1 and config.layout == "fsdp2"
         save_every = plan.eval_every if config.save_every is None else config.save_every
         torch.manual_seed(self._rank_seed())
+        if task.optim.weights == "bf16":
+            bf16_weights_(task.model)  # a no-op for a model loaded in bf16, as the recipes load it
         self.model = self._wrap(task.model)
         self.model.train()
-        optimizer = task.optim.build(self.unwrapped())  # FSDP2 shards in place: the model itself
+        # FSDP2 shards in place: the model itself; the same rounding draws on every process keep replicas equal
+        optimizer = task.optim.build(self.unwrapped(), seed=config.seed)
         schedule = None if task.build_schedule is None else task.build_schedule(optimizer)
         start, records, loss_window = 0, [], [0.0, 0]
         if resume:

@@ -1,12 +1,13 @@
 """Measured peak memory of one training step (docs/design.md, "How figures are measured").
 
 CUDA: ``torch.cuda.max_memory_allocated`` around the step, minus what was allocated before it.
-CPU: a fresh subprocess fixes glibc's mmap threshold, builds the model, batch and optimizer, returns
-freed heap to the OS (``malloc_trim``), resets its peak RSS (``/proc/self/clear_refs``) and runs the
-step; the figure is its peak RSS during the step minus its RSS before it. ``total_bytes`` is the
-whole training footprint in the steady state: the peak over that step and a second one (whose
-backward runs with the optimizer states the first step made) above the RSS before the first, plus
-the bytes of the tensors the training held before it (weights, buffers, batch) — weights, gradients,
+CPU: a fresh subprocess fixes glibc's mmap threshold, imports what the builder needs (its ``warm()``, if
+it has one: a ``StepSpec`` builds its model on the meta device, which allocates nothing), returns freed
+heap to the OS (``malloc_trim``), resets its peak RSS (``/proc/self/clear_refs``), builds the model,
+batch and optimizer, and runs the step. ``step_bytes`` is the peak RSS during the step minus the RSS just
+before it. ``total_bytes`` is the whole training footprint: the peak RSS from before the model was built
+(so a build that makes an fp32 copy on the way shows) through that step and a second one (whose backward
+runs with the optimizer states the first step made), minus the RSS before the build — weights, gradients,
 optimizer states and activations, without the libraries the process loaded; on CUDA the peak of
 allocated bytes around the one step. The fixed threshold makes
 every tensor above 64 KiB its own mapping, unmapped when freed, so RSS follows the live bytes; with
@@ -86,34 +87,30 @@ _M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h); setting it also stops gl
 MMAP_THRESHOLD_BYTES = 64 * 1024
 
 
-def training_bytes(model: nn.Module, batch: dict[str, Tensor] | Tensor,
-                   optimizer: torch.optim.Optimizer | None) -> int:
-    """Bytes of the distinct tensors a training step starts from: parameters, buffers, batch, optimizer state."""
-    from leantrain.memory.state_bytes import tensors_in, unique_storage_bytes
-
-    states = [] if optimizer is None else [*tensors_in(list(optimizer.state.values()))]
-    inputs = list(batch.values()) if isinstance(batch, dict) else [batch]
-    return unique_storage_bytes([*model.parameters(), *model.buffers(), *inputs, *states])
-
-
 def _child(build: Callable[[], Step], results: multiprocessing.Queue) -> None:
     try:
         libc = ctypes.CDLL("libc.so.6")
         if libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) != 1:
             raise RuntimeError("mallopt(M_MMAP_THRESHOLD) failed")
-        model, batch, optimizer = build()
-        held = training_bytes(model, batch, optimizer)  # what the training owns before the step
         _warm_up()
+        if hasattr(build, "warm"):
+            build.warm()
         gc.collect()
         libc.malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
+        before_build = _status_kib("VmRSS")
+        model, batch, optimizer = build()
+        built = _status_kib("VmHWM")
+        gc.collect()
+        libc.malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
         before = _status_kib("VmRSS")
         training_step(model, batch, optimizer)
         peak = _status_kib("VmHWM")
         if optimizer is not None:  # the total is the steady state's: a second step holds the states from its start
             optimizer.zero_grad(set_to_none=True)
             training_step(model, batch, optimizer)
-        total = (_status_kib("VmHWM") - before) * 1024 + held
+        total = (max(built, _status_kib("VmHWM")) - before_build) * 1024
         results.put(((peak - before) * 1024, before * 1024, total, None))
     except BaseException as error:  # report any failure to the parent instead of dying silently
         results.put((0, 0, 0, f"{type(error).__name__}: {error}"))

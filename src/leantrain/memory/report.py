@@ -50,7 +50,7 @@ class MemoryReport:
             row("measured peak of the step above resident", self.peak.step_bytes)
             row("  resident before the step", self.peak.resident_bytes)
             if self.peak.total_bytes is not None:
-                row("measured total: weights + the step's peak", self.peak.total_bytes)
+                row("measured total: peak above the RSS before the build", self.peak.total_bytes)
             lines.append(f"  (peak measured by {self.peak.method})")
         lines += ["", f"top {top} modules by bytes saved for backward:"]
         for name, size in sorted(self.saved.by_name.items(), key=lambda kv: -kv[1])[:top]:

@@ -50,7 +50,10 @@ def track_saved_tensors(model: nn.Module, into: SavedBytes | None = None) -> Ite
             name, kind = active[-1]
             by_name[name] += t.untyped_storage().nbytes()
             by_type[kind] += t.untyped_storage().nbytes()
-        return t
+        # detached: an op's saved output holding its own grad_fn would be a reference cycle through the graph that
+        # Python's collector cannot see, and every measured model copy would stay alive (the same data and version
+        # counter: backward reads it as the tensor itself)
+        return t.detach()
 
     def enter(name: str):
         def hook(module: nn.Module, args: object) -> None:

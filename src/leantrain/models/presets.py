@@ -17,24 +17,17 @@ def is_causal_lm(model: nn.Module) -> bool:
     return type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
 
 
-def build_model(name: str, seed: int = 0) -> nn.Module:
-    """A preset (``MODEL_PRESETS``, random weights drawn with ``seed``), ``"minilm"`` (offline
-    pretrained encoder), ``"smollm2"`` (offline SmolLM2-135M-Instruct) or a local HF model folder, set
-    up for training: eager attention, training mode, no KV cache (``use_cache=False``, as for gradient
-    checkpointing), and every weight in the process's own memory (``from_pretrained`` maps the files:
-    their pages would become resident only when the first step reads them, inside its measured peak)."""
+def _source(name: str) -> tuple[type, object, Path | None]:
+    """(the model class, or the Auto class that picks it; the config; the folder whose weights to load, or None)."""
     import transformers
 
-    torch.manual_seed(seed)
     if name in MODEL_PRESETS:
         config_class, kwargs = MODEL_PRESETS[name]
         config = getattr(transformers, config_class)(**kwargs, attn_implementation="eager")
         if config_class == "BertConfig":
             config.num_labels = NUM_LABELS
-            model = transformers.BertForSequenceClassification(config)
-        else:
-            model = transformers.AutoModelForCausalLM.from_config(config)
-        return _for_training(model)
+            return transformers.BertForSequenceClassification, config, None
+        return transformers.AutoModelForCausalLM, config, None
     if name == "minilm":
         from leantrain.models.pretrained import minilm_path
 
@@ -48,13 +41,69 @@ def build_model(name: str, seed: int = 0) -> nn.Module:
         if not (folder / "config.json").is_file():
             raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)} or a HF model folder "
                              f"with config.json, got {name!r}")
+    config = transformers.AutoConfig.from_pretrained(folder)
+    config._attn_implementation = "eager"
+    causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.architectures or [])
+    if not causal:
+        config.num_labels = NUM_LABELS
+    auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForSequenceClassification
+    weights = [*folder.glob("*.safetensors"), *folder.glob("*.bin")]
+    return auto, config, folder if weights else None  # a config-only folder: random weights
+
+
+def _random(model_class: type, config: object, **kwargs: object) -> nn.Module:
+    make = model_class.from_config if hasattr(model_class, "from_config") else model_class._from_config
+    return make(config, **kwargs)
+
+
+def build_model(name: str, seed: int = 0, dtype: str = "float32", layers: int | None = None) -> nn.Module:
+    """A preset (``MODEL_PRESETS``, random weights drawn with ``seed``), ``"minilm"`` (offline
+    pretrained encoder), ``"smollm2"`` (offline SmolLM2-135M-Instruct) or a local HF model folder (a folder
+    with a config but no weights gets random ones), set up for training: eager attention, training mode, no
+    KV cache (``use_cache=False``, as for gradient checkpointing), and every weight in the process's own
+    memory (``from_pretrained`` maps the files: their pages would become resident only when the first step
+    reads them, inside its measured peak). The weights are made or loaded straight in ``dtype`` ("float32" or
+    "bfloat16"), never in fp32 first; a model whose weights would take more than 90% of the available
+    memory is refused before it is built. ``layers``: the same model with only that many layers, random
+    weights (what the planner measures and scales to the model's depth)."""
+    import transformers
+
+    from leantrain.memory.available import check_fits
+
     transformers.utils.logging.set_verbosity_error()  # a fresh classification head is expected
     transformers.utils.logging.disable_progress_bar()
-    config = transformers.AutoConfig.from_pretrained(folder)
-    causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.architectures or [])
-    auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForSequenceClassification
-    kwargs = {} if causal else {"num_labels": NUM_LABELS}
-    return _for_training(auto.from_pretrained(folder, attn_implementation="eager", **kwargs))
+    model_class, config, folder = _source(name)
+    if layers is not None:
+        config, folder = with_layers(config, layers), None
+    torch_dtype = getattr(torch, dtype)
+    count = sum(p.numel() for p in _meta(model_class, config).parameters())
+    check_fits(count * torch_dtype.itemsize, f"{name}'s {count / 1e9:.2f}B weights in {dtype}")
+    torch.manual_seed(seed)
+    if folder is None:
+        return _for_training(_random(model_class, config, dtype=torch_dtype))
+    return _for_training(model_class.from_pretrained(folder, config=config, dtype=torch_dtype))
+
+
+def meta_model(name: str) -> nn.Module:
+    """The model ``build_model(name)`` builds, on the meta device: its code imported, no memory allocated."""
+    model_class, config, _ = _source(name)
+    return _meta(model_class, config)
+
+
+def _meta(model_class: type, config: object) -> nn.Module:
+    with torch.device("meta"):
+        return _random(model_class, config)
+
+
+def with_layers(config: object, layers: int) -> object:
+    """A copy of an HF config with ``layers`` hidden layers (and its per-layer lists cut to match)."""
+    import copy
+
+    reduced = copy.deepcopy(config)
+    reduced.num_hidden_layers = layers
+    if isinstance(getattr(reduced, "layer_types", None), list):
+        reduced.layer_types = reduced.layer_types[:layers]
+    return reduced
 
 
 def _for_training(model: nn.Module) -> nn.Module:

@@ -1,7 +1,9 @@
-"""Low-rank optimizers: optimizer states in a subspace (GaLore, Fira, FRUGAL, SVD-free DCT), optionally 8-bit."""
+"""leantrain's optimizers: states in a subspace (GaLore, Fira, FRUGAL, SVD-free DCT) or factored (Adafactor),
+optionally 8-bit, on fp32 or bf16 weights."""
 
 from leantrain.memory.state_bytes import optimizer_state_bytes  # re-exported: the optimizers' own figure
-from leantrain.optim.adamw8bit import AdamW8bit
+from leantrain.optim.adafactor import Adafactor
+from leantrain.optim.adamw import AdamW, AdamW8bit
 from leantrain.optim.base import LowRankOptimizer
 from leantrain.optim.dct import DCTAdamW
 from leantrain.optim.factory import OPTIMIZERS, build_optimizer
@@ -13,6 +15,8 @@ from leantrain.optim.quantized_state import QuantizedState
 
 __all__ = [
     "OPTIMIZERS",
+    "Adafactor",
+    "AdamW",
     "AdamW8bit",
     "DCTAdamW",
     "FiraAdamW",

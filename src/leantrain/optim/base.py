@@ -6,6 +6,8 @@ constructor. Adam is the transformers/galore-torch form, ψ = M / (√V + ε) wi
 √(1 − β₂ᵗ) / (1 − β₁ᵗ) folded into the step size; weight decay is decoupled and applied after the
 update, W ← W − η·λ·W (Loshchilov & Hutter 2019), as in galore-torch. ``state_bits=8`` (a constructor
 option and a group key) keeps the moments block-wise 8-bit (``quantized_state``, Dettmers et al. 2022).
+Weights may be bf16: the update is computed in fp32 and rounded (sixteen_bit.py; group keys ``rounding``,
+``compensation``); states stay fp32 or 8-bit.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.distributed.tensor import DTensor
-from torch.optim import Optimizer
 
 from leantrain.names import STATE_BITS
 from leantrain.optim.projectors import PROJ_TYPES, projected_size
 from leantrain.optim.quantized_state import BLOCK_SIZE, QuantizedState, quantizable
 from leantrain.optim.sharding import RowShards, check_row_sharded
+from leantrain.optim.sixteen_bit import SixteenBitWeights
 from leantrain.validation import is_positive_int
 
 CHUNK_BLOCKS = 4096  # 8-bit moments are updated 4096 blocks (1 Mi values) at a time
@@ -40,7 +42,7 @@ def check_state_bits(state_bits: Any) -> None:
         raise ValueError(f"state_bits={state_bits!r} is not one of {STATE_BITS} (bits per element of Adam's moments)")
 
 
-class LowRankOptimizer(Optimizer):
+class LowRankOptimizer(SixteenBitWeights):
     """Base of GaLoreAdamW, FiraAdamW, FrugalAdamW and DCTAdamW.
 
     Subclasses implement :meth:`low_rank_direction`; the inner rule (Adam) is :meth:`inner_rule`,
@@ -73,13 +75,15 @@ class LowRankOptimizer(Optimizer):
         if not weight_decay >= 0:
             raise ValueError(f"weight_decay={weight_decay!r} must be >= 0")
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-                    "state_bits": state_bits, **low_rank_defaults}
+                    "state_bits": state_bits, "rounding": "stochastic", "compensation": False, **low_rank_defaults}
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("state_bits", 32)  # a state_dict saved before state_bits existed
+        for group in self.param_groups:  # a state_dict saved before these keys existed
+            group.setdefault("state_bits", 32)
+            group.setdefault("rounding", "stochastic")
+            group.setdefault("compensation", False)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -132,9 +136,9 @@ class LowRankOptimizer(Optimizer):
                 for moment, signed in (("exp_avg", True), ("exp_avg_sq", False)):
                     zeros = QuantizedState.zeros(local.shape, signed, local.device)
                     state[f"{moment}_codes"], state[f"{moment}_scales"] = zeros.codes, zeros.scales
-            else:
-                state["exp_avg"] = torch.zeros_like(grad)
-                state["exp_avg_sq"] = torch.zeros_like(grad)
+            else:  # fp32 moments, whatever the gradient's dtype (bf16 weights have bf16 gradients)
+                state["exp_avg"] = torch.zeros_like(grad, dtype=torch.float32)
+                state["exp_avg_sq"] = torch.zeros_like(grad, dtype=torch.float32)
         beta1, beta2 = group["betas"]
         state["adam_step"] += 1
         correction = math.sqrt(1.0 - beta2 ** state["adam_step"]) / (1.0 - beta1 ** state["adam_step"])
@@ -197,31 +201,20 @@ class LowRankOptimizer(Optimizer):
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 state = self.state[param]
                 state["step"] = state.get("step", 0) + 1
+                decay = group["lr"] * group["weight_decay"]  # on this rank's rows under FSDP2, as the update
                 if "rank" in group:
-                    shards = RowShards(param.grad)
+                    grad = param.grad.float()  # the subspace maths (SVD, DCT) runs in fp32
+                    shards = RowShards(grad)
                     direction, factor = self.low_rank_direction(
-                        shards.local(param.grad), state, group, (group_index, position), shards)
-                    shards.local(param).add_(direction, alpha=-group["lr"] * factor)
+                        shards.local(grad), state, group, (group_index, position), shards)
+                    target = shards.local(param)
                 else:
                     direction, factor = self.inner_rule(param.grad, state, group)
-                    param.add_(direction, alpha=-group["lr"] * factor)
-                if group["weight_decay"] > 0:
-                    param.add_(param, alpha=-group["lr"] * group["weight_decay"])
+                    target = param
+                self.apply_update_(target, direction, group["lr"] * factor, decay, group["rounding"],
+                                   self.compensation_of(target, state, group),
+                                   self.generator(param.device, (group_index, position), state["step"]))
         return loss
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load as torch does, but keep every state tensor's saved dtype.
-
-        torch casts all floating-point state to the parameter's dtype; subspace indices are integers
-        and must stay so, and nothing may change dtype if a resumed run is to be bit-identical.
-        """
-        super().load_state_dict(state_dict)
-        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
-        params = [param for group in self.param_groups for param in group["params"]]
-        for saved_id, param in zip(saved_ids, params, strict=True):
-            for key, value in state_dict["state"].get(saved_id, {}).items():
-                if isinstance(value, Tensor) and value.dtype != self.state[param][key].dtype:
-                    self.state[param][key] = value.to(device=param.device)
 
     def shared_tensors(self) -> list[Tensor]:
         """Tensors the optimizer holds beside its per-parameter state (e.g. one DCT basis per size)."""

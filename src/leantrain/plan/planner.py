@@ -3,17 +3,22 @@
 Given a model, a batch shape and a budget in bytes, ``plan_memory`` estimates the total bytes of one
 training step (weights, gradients, optimizer states, saved activations and the largest transient
 buffers) for every combination of the exact parts — chunked LM-head loss, 8-bit optimizer states, the
-optimizer step in backward, layer checkpointing, the lean companions — and, as a last resort, WTA-CRS
-(approximate weight gradients), keeping the LoRA of the ``memory`` section and the optimizer of the
-``optim`` one. It chooses the combination with the smallest estimated step time that fits, fewest parts
-on a tie, and says why.
+optimizer step in backward, layer checkpointing, the lean companions — then with bf16 trained weights
+(stochastic rounding: unbiased, not exact), and as a last resort WTA-CRS (approximate weight gradients),
+keeping the LoRA of the ``memory`` section and the optimizer of the ``optim`` one. It chooses the fp32
+combination with the smallest estimated step time that fits, then a bf16 one, then a sampled one; fewest
+parts on a tie; and says why. A part the model refuses (the lean attention of a model with logit
+softcapping, say) is left out of the plan, with the reason.
 
 The estimate is leantrain's own accounting (memory/saved_tensors.py) run on a one-example forward of the
 converted model, scaled by the batch size (saved activations are linear in it), plus the optimizer's
-states after one step, plus the transients: the logits of the stock LM-head loss (its fp32 copy and its
-gradient besides the saved log-softmax, 2 × B·L·V·4 bytes; a chunk's worth with the chunked loss),
-under checkpointing the rerun of the largest layer, and the optimizer step's temporaries (twice the
-largest parameter). The sum is an upper bound: the phases do not all peak at once. Step times are
+states after one step. A model given by name or folder is not built whole: two copies of it with one and
+two layers (random weights) are measured and every figure is scaled to the model's depth (each layer
+holds the same), so a 7B plan takes seconds and no more memory than a 2-layer copy. Then the
+transients: the logits of the stock LM-head loss (its fp32 copy and its gradient besides the saved
+log-softmax, 2 × B·L·V·4 bytes; a chunk's worth with the chunked loss), under checkpointing the rerun of
+the largest layer, and the optimizer step's temporaries (an Adam direction and √V of the largest weight in
+fp32; Adafactor's row chunks). The sum is an upper bound: the phases do not all peak at once. Step times are
 relative costs measured on this project's CPU benchmarks (``TIME_COST``; BENCHMARKS.md, "Causal-LM
 SFT at the memory frontier"), a product over the parts that are on. A ``margin`` (default 10%) is
 kept free for what the accounting does not see (allocator slack, library workspaces).
@@ -25,7 +30,7 @@ import copy
 import itertools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -34,11 +39,13 @@ from torch import nn
 from leantrain.config import MemoryOptions, OptimConfig, describe_parts
 from leantrain.memory.saved_tensors import saved_tensor_bytes
 from leantrain.memory.state_bytes import optimizer_state_bytes, parameter_bytes
+from leantrain.optim.rounding import CHUNK
 from leantrain.sampling import SamplingConfig
 
-# Relative step time of each part, on top of the others (measured: BENCHMARKS.md, "Causal-LM SFT").
+# Relative step time of each part, on top of the others (measured: BENCHMARKS.md, "Causal-LM SFT"; bf16
+# weights: their own tier, so their cost only orders bf16 combinations among themselves).
 TIME_COST = {"chunked_loss": 1.0, "state_bits": 1.03, "step_in_backward": 1.0, "checkpointing": 1.15,
-             "lean": 1.25, "sampling": 1.5}
+             "lean": 1.25, "weights": 1.0, "sampling": 1.5}
 # WTA-CRS estimates the weight gradients; the planner takes it only when no exact combination fits.
 SAMPLING = SamplingConfig("wtacrs", 0.3)
 _LAYER = re.compile(r"(.*\.(?:layers|layer|h|block|blocks)\.\d+)(?:\.|$)")
@@ -69,9 +76,10 @@ class Estimate:
 class Plan:
     budget: int
     margin: float
-    estimates: list[Estimate]  # every combination, fastest first
+    estimates: list[Estimate]  # the combinations weighed (a tier only if none before it fits), preferred first
     memory: MemoryOptions  # the chosen memory parts, and the optimizer with its chosen state bits / step
     optim: OptimConfig
+    refused: dict[str, str] = field(default_factory=dict)  # parts -> why the model refuses them
 
     def fits(self, estimate: Estimate) -> bool:
         return estimate.total <= self.budget * (1 - self.margin)
@@ -90,6 +98,7 @@ class Plan:
                          f"{describe_parts(estimate.memory, estimate.optim)}")
             if chosen:
                 break
+        lines += [f"  refused  {parts}: {reason}" for parts, reason in self.refused.items()]
         return "\n".join(lines)
 
 
@@ -109,6 +118,49 @@ def _activation_bytes(model: nn.Module, batch: dict, memory: MemoryOptions) -> t
     replace(memory, lora=None, lora_layers=None).apply(converted)
     saved = saved_tensor_bytes(converted.train(), batch)
     return saved.total, _layer_peak(saved.by_name)
+
+
+class Measured:
+    """What the planner measures of a model, for one weights dtype: ``of(measure)`` runs ``measure`` on the
+    model itself, or on its copies of one and two layers and scales the result to its depth (the copies hold
+    the same embedding and head, and each layer the same as every other)."""
+
+    def __init__(self, model: str | nn.Module, dtype: str, memory: MemoryOptions) -> None:
+        from leantrain.optim.sixteen_bit import bf16_weights_
+
+        if isinstance(model, nn.Module):
+            network = model if dtype == str(next(model.parameters()).dtype).removeprefix("torch.") else \
+                bf16_weights_(copy.deepcopy(model))
+            self.networks, self.depth = [network], 1
+        else:
+            self.networks, self.depth = reduced_copies(model, dtype), model_depth(model)
+        adapters = MemoryOptions(lora=memory.lora, lora_layers=memory.lora_layers, lora_targets=memory.lora_targets)
+        if memory.lora is not None:
+            self.networks = [copy.deepcopy(network) for network in self.networks]
+            for network in self.networks:
+                adapters.apply(network)
+
+    def of(self, measure: Callable[[nn.Module], int]) -> int:
+        values = [measure(network) for network in self.networks]
+        return values[0] if len(values) == 1 else values[0] + (self.depth - 1) * (values[1] - values[0])
+
+    @property
+    def sample(self) -> nn.Module:
+        """One of the measured networks (for what every layer count shares: the vocabulary, the largest weight)."""
+        return self.networks[0]
+
+
+def model_depth(name: str) -> int:
+    from leantrain.models.presets import meta_model
+
+    return meta_model(name).config.num_hidden_layers
+
+
+def reduced_copies(name: str, dtype: str) -> list[nn.Module]:
+    """``name``'s model with one and with two layers, random weights in ``dtype`` (the planner's measuring copies)."""
+    from leantrain.models.presets import build_model
+
+    return [build_model(name, dtype=dtype, layers=layers) for layers in (1, 2)]
 
 
 def states_after_a_step(model: nn.Module, optim: OptimConfig) -> int:
@@ -142,10 +194,10 @@ def planned(config: Any, model: str | nn.Module, batch_size: int, seq_len: int,
 
 
 def parts_on(memory: MemoryOptions, optim: OptimConfig) -> list[str]:
-    """The parts of ``TIME_COST`` that are on (32-bit states count as off)."""
+    """The parts of ``TIME_COST`` that are on (32-bit states and fp32 weights count as off)."""
     values = {"chunked_loss": memory.chunked_loss, "state_bits": optim.state_bits != 32,
               "step_in_backward": optim.step_in_backward, "checkpointing": memory.checkpointing is not None,
-              "lean": memory.lean, "sampling": memory.sampling is not None}
+              "lean": memory.lean, "weights": optim.weights == "bf16", "sampling": memory.sampling is not None}
     return [part for part in TIME_COST if values[part]]
 
 
@@ -156,59 +208,125 @@ def _time(memory: MemoryOptions, optim: OptimConfig) -> float:
     return time
 
 
+def tier(memory: MemoryOptions, optim: OptimConfig) -> int:
+    """0: exact fp32 training; 1: bf16 weights (unbiased rounding); 2: sampled weight gradients (WTA-CRS)."""
+    return 2 if memory.sampling is not None else int(optim.weights == "bf16")
+
+
 def candidates(memory: MemoryOptions, optim: OptimConfig) -> list[tuple[MemoryOptions, OptimConfig]]:
-    """Every combination of the parts (module docstring) on top of ``memory``'s LoRA and ``optim``'s optimizer."""
+    """Every combination of the parts (module docstring) on top of ``memory``'s LoRA and ``optim``'s optimizer;
+    bf16 weights if the optimizer can train them, and always when ``optim`` already asks for them."""
     found = []
-    for chunked, bits, in_backward, layers, lean, sampled in itertools.product((False, True), repeat=6):
-        if (lean and chunked) or (bits and optim.name == "sgd"):
-            continue  # lean includes the chunked loss; SGD keeps no moments to quantise
+    weights = ("bf16",) if optim.weights == "bf16" else ("fp32",) if optim.name == "sgd" else ("fp32", "bf16")
+    bits = (32,) if optim.name in ("sgd", "adafactor") else (32, 8)
+    for chunked, state_bits, in_backward, layers, lean, sampled, stored in itertools.product(
+            (False, True), bits, (False, True), (False, True), (False, True), (False, True), weights):
+        if lean and chunked:
+            continue  # lean includes the chunked loss
         found.append((replace(memory, chunked_loss=chunked, checkpointing="layers" if layers else None, lean=lean,
                               sampling=SAMPLING if sampled else None),
-                      replace(optim, state_bits=8 if bits else 32, step_in_backward=in_backward)))
+                      replace(optim, state_bits=state_bits, step_in_backward=in_backward, weights=stored)))
     return found
 
 
+def _step_temporaries(optim: OptimConfig, largest: int) -> int:
+    """Bytes of the optimizer step's temporaries: Adafactor's row chunks; else twice the largest weight's
+    numel in fp32 (an Adam direction and √V)."""
+    return 4 * CHUNK * 4 if optim.name == "adafactor" else 2 * 4 * largest
+
+
+class Estimator:
+    """The estimate of one training step of ``model`` at ``batch_size`` × ``seq_len`` tokens for any parts
+    (module docstring), its measurements shared between the parts that need the same ones. Calling it returns
+    the ``Estimate``, or the reason the model refuses those parts."""
+
+    def __init__(self, model: str | nn.Module, batch_size: int, seq_len: int, memory: MemoryOptions) -> None:
+        self.model, self.batch_size, self.seq_len, self.adapters = model, batch_size, seq_len, memory
+        self.measured: dict[str, Measured] = {}
+        self.activations: dict[tuple, tuple[int, int] | str] = {}
+        self.states: dict[tuple, int] = {}
+
+    def network(self, weights: str) -> Measured:
+        if weights not in self.measured:
+            self.measured[weights] = Measured(self.model, {"fp32": "float32", "bf16": "bfloat16"}[weights],
+                                              self.adapters)
+        return self.measured[weights]
+
+    def saved(self, network: Measured, weights: str, parts: MemoryOptions) -> tuple[int, int] | str:
+        """(saved bytes of a one-example forward, its largest layer's, on the sample network) with ``parts``, or
+        why the model refuses them."""
+        from leantrain.models.presets import random_batch
+
+        key = (weights, parts.sampling, parts.checkpointing, parts.lean, parts.chunked_loss)
+        if key not in self.activations:
+            one = random_batch(network.sample, 1, self.seq_len)
+            try:
+                self.activations[key] = (network.of(lambda m: _activation_bytes(m, one, parts)[0]),
+                                         _activation_bytes(network.sample, one, parts)[1])
+            except ValueError as error:  # a part this model refuses
+                self.activations[key] = str(error)
+        return self.activations[key]
+
+    def __call__(self, parts: MemoryOptions, optim: OptimConfig) -> Estimate | str:
+        network = self.network(optim.weights)
+        measured = self.saved(network, optim.weights, parts)
+        if parts.checkpointing and not isinstance(measured, str):  # the rerun holds one unwrapped layer
+            unwrapped = self.saved(network, optim.weights, replace(parts, checkpointing=None))
+            measured = unwrapped if isinstance(unwrapped, str) else (measured[0], unwrapped[1])
+        if isinstance(measured, str):
+            return measured
+        saved, layer = measured
+        state_key = (optim.weights, optim.state_bits)
+        if state_key not in self.states:
+            self.states[state_key] = network.of(lambda m: states_after_a_step(m, optim))
+        trainable = [p for p in network.sample.parameters() if p.requires_grad]
+        largest = max(p.numel() for p in trainable)
+        gradients = (largest * trainable[0].element_size() if optim.step_in_backward
+                     else network.of(lambda m: parameter_bytes(m, trainable_only=True)))
+        tokens, vocab = self.batch_size * self.seq_len, lm_head_vocabulary(network.sample)
+        head = 3 * min(2**22, tokens * vocab) * 4 if parts.lean or parts.chunked_loss else 2 * tokens * vocab * 4
+        rerun = layer * self.batch_size if parts.checkpointing else 0
+        return Estimate(parts, optim, network.of(parameter_bytes), gradients, self.states[state_key],
+                        saved * self.batch_size, head + rerun + _step_temporaries(optim, largest), _time(parts, optim))
+
+
+def estimate_step(model: str | nn.Module, batch_size: int, seq_len: int, memory: MemoryOptions,
+                  optim: OptimConfig) -> Estimate:
+    """The planner's estimate of one step with exactly these parts; ValueError if the model refuses them."""
+    estimate = Estimator(model, batch_size, seq_len, memory)(memory, optim)
+    if isinstance(estimate, str):
+        raise ValueError(estimate)
+    return estimate
+
+
 def plan_memory(model: str | nn.Module, batch_size: int, seq_len: int, budget: int,
-                memory: MemoryOptions | None = None, optim: OptimConfig | None = None, margin: float = 0.1) -> Plan:
-    """The plan for ``model`` (a name ``build_model`` knows, or a model) at ``batch_size`` × ``seq_len``
-    tokens within ``budget`` bytes; raises ValueError naming the smallest estimate when nothing fits."""
-    from leantrain.models.presets import build_model, random_batch
+                memory: MemoryOptions | None = None, optim: OptimConfig | None = None, margin: float = 0.1,
+                device: str = "cpu") -> Plan:
+    """The plan for ``model`` (a name ``build_model`` knows or an HF folder, measured on reduced copies; or a
+    model) at ``batch_size`` × ``seq_len`` tokens within ``budget`` bytes. Raises ValueError naming the smallest
+    estimate when nothing fits, and MemoryError when the choice would take more than 90% of the memory
+    ``device`` has available (it would not run here)."""
+    from leantrain.memory.available import check_fits
 
     if budget <= 0:
         raise ValueError(f"memory budget={budget!r} must be a positive number of bytes")
     memory, optim = memory or MemoryOptions(), optim or OptimConfig()
-    network = build_model(model) if isinstance(model, str) else model
-    if memory.lora is not None:
-        network = copy.deepcopy(network)
-        MemoryOptions(lora=memory.lora, lora_layers=memory.lora_layers, lora_targets=memory.lora_targets).apply(network)
-    one = random_batch(network, 1, seq_len)
-    weights = parameter_bytes(network)
-    trainable = [p for p in network.parameters() if p.requires_grad]
-    largest = max(p.numel() * p.element_size() for p in trainable)
-    gradients = {False: parameter_bytes(network, trainable_only=True), True: largest}
-    step_temporaries = 2 * largest  # an Adam step's per-tensor temporaries (its direction, √V)
-    states = {bits: states_after_a_step(network, replace(optim, state_bits=bits)) for bits in
-              ((32,) if optim.name == "sgd" else (32, 8))}
-    vocab = lm_head_vocabulary(network)
-    activations: dict[tuple, tuple[int, int]] = {}
-    estimates = []
-    for parts, parts_optim in candidates(memory, optim):
-        key = (parts.sampling, parts.checkpointing, parts.lean, parts.chunked_loss)
-        if key not in activations:
-            activations[key] = _activation_bytes(network, one, parts)
-        saved, _ = activations[key]
-        chunked = parts.lean or parts.chunked_loss
-        head = 3 * min(2**22, batch_size * seq_len * vocab) * 4 if chunked else 2 * batch_size * seq_len * vocab * 4
-        rerun = 0
-        if parts.checkpointing:
-            unwrapped = (parts.sampling, None, parts.lean, parts.chunked_loss)
-            if unwrapped not in activations:
-                activations[unwrapped] = _activation_bytes(network, one, replace(parts, checkpointing=None))
-            rerun = activations[unwrapped][1] * batch_size
-        estimates.append(Estimate(parts, parts_optim, weights, gradients[parts_optim.step_in_backward],
-                                  states[parts_optim.state_bits], saved * batch_size,
-                                  head + rerun + step_temporaries, _time(parts, parts_optim)))
-    estimates.sort(key=lambda e: (e.time, len(parts_on(e.memory, e.optim)), e.total))
+    estimator = Estimator(model, batch_size, seq_len, memory)
+    estimates, refused, fitting = [], {}, []
+    options = candidates(memory, optim)
+    for level in sorted({tier(*option) for option in options}):  # a later tier only when nothing earlier fits
+        for parts, parts_optim in (option for option in options if tier(*option) == level):
+            estimate = estimator(parts, parts_optim)
+            if isinstance(estimate, str):
+                refused[parts.describe()] = estimate
+            else:
+                estimates.append(estimate)
+        fitting = [e for e in estimates if e.total <= budget * (1 - margin)]
+        if fitting:
+            break
+    if not estimates:
+        raise ValueError(f"the model refuses every combination of parts: {refused}")
+    estimates.sort(key=lambda e: (tier(e.memory, e.optim), e.time, len(parts_on(e.memory, e.optim)), e.total))
     fitting = [e for e in estimates if e.total <= budget * (1 - margin)]
     if not fitting:
         smallest = min(estimates, key=lambda e: e.total)
@@ -216,4 +334,6 @@ def plan_memory(model: str | nn.Module, batch_size: int, seq_len: int, budget: i
         raise ValueError(f"no combination fits {budget / MIB:,.0f} MiB (with {margin:.0%} kept free): the smallest "
                          f"estimate is {smallest.total / MIB:,.0f} MiB ({parts}); raise the budget, use LoRA or a "
                          "low-rank optimizer, or a smaller batch")
-    return Plan(budget, margin, estimates, fitting[0].memory, fitting[0].optim)
+    chosen = fitting[0]
+    check_fits(chosen.total, f"the planned step ({describe_parts(chosen.memory, chosen.optim)})", device)
+    return Plan(budget, margin, estimates, chosen.memory, chosen.optim, refused)

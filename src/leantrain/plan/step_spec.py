@@ -20,7 +20,7 @@ STEP_LR = 1e-4  # the learning rate of a measured step whose optimizer section l
 @dataclass(frozen=True)
 class StepSpec:
     """Model name or folder, batch shape, the memory section and the optimizer section (None: forward and
-    backward only)."""
+    backward only); the model is built in the optimizer section's weights dtype."""
 
     model: str
     batch_size: int
@@ -37,14 +37,21 @@ class StepSpec:
         if self.optim is not None and not isinstance(self.optim, OptimConfig):
             raise ValueError(f"optim must be an OptimConfig or None, got {self.optim!r}")
 
+    def warm(self) -> None:
+        """Import what building the model takes (it is built on the meta device), before memory is measured."""
+        from leantrain.models.presets import meta_model
+
+        meta_model(self.model)
+        self.memory.conversions()  # imports the parts' code
+
     def __call__(self) -> tuple[nn.Module, dict[str, Tensor], torch.optim.Optimizer | None]:
         from leantrain.models.presets import build_model, random_batch
 
-        model = build_model(self.model, self.seed)
+        model = build_model(self.model, self.seed, "float32" if self.optim is None else self.optim.dtype)
         self.memory.apply(model)
         optimizer = None
         if self.optim is not None:
-            optimizer = replace(self.optim, lr=self.optim.lr or STEP_LR).build(model)
+            optimizer = replace(self.optim, lr=self.optim.lr or STEP_LR).build(model, seed=self.seed)
             if self.optim.step_in_backward:
                 from leantrain.optim.in_backward import StepInBackward
 

@@ -34,13 +34,14 @@ def folder_and_tokenizer(model: str, engine: Engine | None) -> tuple[Path, objec
     return folder, AutoTokenizer.from_pretrained(folder)
 
 
-def load_causal_lm(folder: Path, seed: int | None = None) -> tuple[nn.Module, object]:
-    """(model in fp32 with eager attention, tokenizer) from an HF folder; ``seed`` seeds any new weights."""
+def load_causal_lm(folder: Path, seed: int | None = None, dtype: str = "float32") -> tuple[nn.Module, object]:
+    """(model with eager attention, tokenizer) from an HF folder, the weights loaded straight into ``dtype``
+    ("float32", or "bfloat16" for 16-bit trained weights: no fp32 copy is made); ``seed`` seeds any new weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     if seed is not None:
         torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=getattr(torch, dtype))
     return model, AutoTokenizer.from_pretrained(folder)

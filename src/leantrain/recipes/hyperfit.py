@@ -179,7 +179,7 @@ def hyperfit(config: HyperfitConfig, resume: bool = False, show_bar: bool = True
     engine = Engine(config.engine.output_dir, on_record=on_log, show_progress=show_bar)
     folder, tokenizer = folder_and_tokenizer(config.model, engine)
     config = resolve(config, folder, say=print if engine.is_main else lambda _: None)
-    model, _ = load_causal_lm(folder, config.engine.seed)
+    model, _ = load_causal_lm(folder, config.engine.seed, config.optim.dtype)
     check_lengths(config, model)
     data = prepare_data(config, tokenizer)
     config.memory.apply(model)

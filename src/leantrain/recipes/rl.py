@@ -123,7 +123,7 @@ def load_policy(source: str | Path) -> tuple[nn.Module, Any, RLConfig | None]:
     run = Path(source)
     if (run / CONFIG).is_file() and (run / CHECKPOINT).is_file():
         config = RLConfig.from_file(run / CONFIG)
-        model, tokenizer = load_causal_lm(model_folder(config.model))
+        model, tokenizer = load_causal_lm(model_folder(config.model), dtype=config.optim.dtype)
         config.memory.apply(model)
         load_model_state(model, load_checkpoint(run / CHECKPOINT)["model"], sharded=False)
         return model.eval(), tokenizer, config
@@ -182,7 +182,7 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
         train, held_out = (replace(p, reward_functions=dict(reward_functions)) for p in (train, held_out))
     evaluated = held_out.subset(range(min(config.eval_problems, len(held_out)))) if config.eval_problems else None
     eval_ids = encode_prompts(tokenizer, evaluated.prompts, chat=config.chat) if evaluated else None
-    model, _ = load_causal_lm(prepared.folder, config.engine.seed)
+    model, _ = load_causal_lm(prepared.folder, config.engine.seed, config.optim.dtype)
     reference = copy.deepcopy(model).eval().requires_grad_(False) if config.beta > 0 else None
     config.memory.apply(model)
     model.train()

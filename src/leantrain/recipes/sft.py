@@ -144,7 +144,7 @@ def sft(config: SFTConfig, resume: bool = False, show_bar: bool = True,
     config, pad_id = prepared.config, prepared.pad_id
     batch, per_epoch = batches(prepared.train, config, pad_id, engine)
     total = per_epoch * config.epochs if config.max_steps is None else min(config.max_steps, per_epoch * config.epochs)
-    model, tokenizer = load_causal_lm(prepared.folder, config.engine.seed)
+    model, tokenizer = load_causal_lm(prepared.folder, config.engine.seed, config.optim.dtype)
     config.memory.apply(model)
     model.train()
     problems = prepared.data.held_out_problems
