@@ -3,21 +3,30 @@ side by side in one run (issue "Causal-LM fine-tuning at the memory frontier").
 
 Models and batches: SmolLM2-135M-Instruct (offline, full fine-tuning, causal-LM loss on every token) at
 ``--batch`` × ``--seq`` (default 4 × 512), and BERT-base (random weights, sequence classification) at
-64 × 128; random token ids from a fixed seed, the same for every configuration. fp32, eager attention.
+64 × 128; with ``--models smollm2-1.7b llama-7b``, the shapes of SmolLM2-1.7B at 4 × 512 and Llama-2-7B at
+1 × 512 (random weights, built straight in their weights' dtype). Random token ids from a fixed seed, the
+same for every configuration; eager attention.
 
 Configurations (``CONFIGS``):
 
 - ``stock``: the HF model and ``torch.optim.AdamW``;
 - ``HF checkpointing + 8-bit AdamW``: ``model.gradient_checkpointing_enable()`` (non-reentrant) and
-  bitsandbytes' ``AdamW8bit`` (HF's ``optim="adamw_bnb_8bit"``), the one-line alternative;
+  bitsandbytes' ``AdamW8bit`` (HF's ``optim="adamw_bnb_8bit"``), the one-line alternative, on fp32 weights;
+- ``bf16 + HF checkpointing + torchao AdamW8bit``: the same with the model in bf16 and torchao's
+  ``AdamW8bit(bf16_stochastic_round=True)``, what a user picks on one GPU today;
 - ``TRL SFTTrainer``: TRL 1.16's trainer with its memory options on CPU, ``gradient_checkpointing=True``
   and ``optim="adamw_bnb_8bit"`` (its fused GRPO head and Liger kernels are GPU-only or RL-only), fp32
   (``bf16=False``: its default bf16 autocast made a step 8× slower on this CPU), on a pre-tokenised
   dataset of the same rows; causal LMs only;
 - leantrain's: layer checkpointing + chunked loss + 8-bit states + step in backward (every part exact),
-  then with the lean companions, then GaLore (rank 128) with 8-bit states instead of
-  AdamW, and the planner's choice for ``PLANNER_BUDGET`` (planned in the parent process: the planner's
-  own model copies are not the step's).
+  then with the lean companions, then GaLore (rank 128) with 8-bit states instead of AdamW; with bf16
+  trained weights (stochastic rounding), 8-bit AdamW, and Adafactor without a first moment (the state
+  floor), each with checkpointing + chunked loss + step in backward; and the planner's choice for
+  ``PLANNER_BUDGET`` (planned in the parent process, from copies of one and two layers).
+
+Before a configuration runs, the planner estimates its total (the HF and TRL ones through the leantrain
+parts they match: HF checkpointing as layer checkpointing, an 8-bit AdamW as 8-bit states). One estimated
+above 90% of the available memory is not started: its estimate is reported instead.
 
 Each configuration runs in two fresh subprocesses, one after the other. Memory: glibc's mmap threshold
 fixed (memory/peak.py: RSS then follows the live bytes), every configuration's libraries imported
@@ -57,28 +66,43 @@ MIB = 2**20
 LR = 1e-5
 # leantrain's parts: its memory section and its optimizer section (lr None: the measured step's, StepSpec's).
 EXACT = (MemoryOptions(checkpointing="layers", chunked_loss=True), OptimConfig(state_bits=8, step_in_backward=True))
-SHAPES = {"smollm2": (4, 512), "bert-base": (64, 128)}
-# The planner's budget: about 1.5x below what HF checkpointing + 8-bit AdamW measured (BENCHMARKS.md).
-PLANNER_BUDGET = {"smollm2": 1.5 * 2**30, "bert-base": 1.0 * 2**30}
+SIXTEEN = (EXACT[0], replace(EXACT[1], weights="bf16"))
+FLOOR = (EXACT[0], OptimConfig("adafactor", weights="bf16", step_in_backward=True))
+SHAPES = {"smollm2": (4, 512), "bert-base": (64, 128), "smollm2-1.7b": (4, 512), "llama-7b": (1, 512)}
+# The planner's budget: about 1.5x below what HF checkpointing + 8-bit AdamW measured (BENCHMARKS.md); at 1.7B
+# 2.5 bytes a weight, at 7B 14 GiB (issue "Full fine-tuning of billion-parameter models").
+PLANNER_BUDGET = {"smollm2": 1.5 * 2**30, "bert-base": 1.0 * 2**30, "smollm2-1.7b": 4.0 * 2**30,
+                  "llama-7b": 14 * 2**30}
 
 
 @dataclass(frozen=True)
 class Setup:
     kind: str  # "leantrain", "hf" or "trl"
-    parts: tuple[MemoryOptions, OptimConfig] | None = None  # leantrain's parts; "planner": chosen for the budget
-    planner: bool = False
+    parts: tuple[MemoryOptions, OptimConfig] | None = None  # leantrain's parts, or the ones an HF setup matches
+    planner: bool = False  # leantrain's parts: chosen for the budget
+    weights: str = "fp32"  # hf: the model's dtype
+    optimizer: str = "torch"  # hf: torch's AdamW, bitsandbytes' or torchao's 8-bit AdamW
 
 
 CONFIGS = {
-    "stock": Setup("hf"),
-    "HF checkpointing + 8-bit AdamW": Setup("hf"),
-    "TRL SFTTrainer (checkpointing + 8-bit AdamW)": Setup("trl"),
+    "stock": Setup("hf", (MemoryOptions(), OptimConfig())),
+    "HF checkpointing + 8-bit AdamW": Setup("hf", (MemoryOptions(checkpointing="layers"), OptimConfig(state_bits=8)),
+                                            optimizer="bnb"),
+    "bf16 + HF checkpointing + torchao AdamW8bit (bf16 stochastic rounding)":
+        Setup("hf", (MemoryOptions(checkpointing="layers"), OptimConfig(state_bits=8, weights="bf16")),
+              weights="bf16", optimizer="torchao"),
+    "TRL SFTTrainer (checkpointing + 8-bit AdamW)": Setup("trl", (MemoryOptions(checkpointing="layers"),
+                                                                   OptimConfig(state_bits=8))),
     "leantrain: checkpointing + chunked loss + 8-bit + step in backward": Setup("leantrain", EXACT),
     "leantrain: the above + lean": Setup("leantrain", (replace(EXACT[0], lean=True, chunked_loss=False), EXACT[1])),
     "leantrain: GaLore r128 8-bit + checkpointing + chunked loss + step in backward":
         Setup("leantrain", (EXACT[0], replace(EXACT[1], name="galore", rank=128))),
+    "leantrain: bf16 weights + 8-bit AdamW + checkpointing + chunked loss + step in backward":
+        Setup("leantrain", SIXTEEN),
+    "leantrain: bf16 weights + Adafactor + checkpointing + chunked loss + step in backward": Setup("leantrain", FLOOR),
     "leantrain: the planner's choice": Setup("leantrain", planner=True),
 }
+BIG = ("smollm2-1.7b", "llama-7b")  # no TRL or fp32 AdamW (stock) runs at these sizes: see the estimates
 
 
 def _rss_kib(field: str) -> int:
@@ -88,17 +112,23 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def _hf_step(name: str, model_name: str, batch: int, seq: int):
+def _hf_step(setup: Setup, model_name: str, batch: int, seq: int):
     from leantrain.models.presets import build_model, random_batch
 
-    model = build_model(model_name)
-    if name.startswith("HF checkpointing"):
+    model = build_model(model_name, dtype={"fp32": "float32", "bf16": "bfloat16"}[setup.weights])
+    trained = [p for p in model.parameters() if p.requires_grad]
+    if setup.parts[0].checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if setup.optimizer == "bnb":
         import bitsandbytes as bnb
 
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        optimizer = bnb.optim.AdamW8bit([p for p in model.parameters() if p.requires_grad], lr=LR)
+        optimizer = bnb.optim.AdamW8bit(trained, lr=LR)
+    elif setup.optimizer == "torchao":
+        from torchao.optim import AdamW8bit
+
+        optimizer = AdamW8bit(trained, lr=LR, bf16_stochastic_round=True)
     else:
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+        optimizer = torch.optim.AdamW(trained, lr=LR)
     return model, random_batch(model, batch, seq), optimizer
 
 
@@ -162,7 +192,8 @@ def _child(name: str, setup: Setup, model_name: str, batch: int, seq: int, steps
         if memory:
             libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD, as memory/peak.py: RSS follows the live bytes
         import bitsandbytes  # noqa: F401  every configuration's libraries are loaded before the baseline,
-        import trl  # noqa: F401  so that none is charged for code it imports
+        import torchao.optim  # noqa: F401  so that none is charged for code it imports
+        import trl  # noqa: F401
 
         from leantrain.plan import planner  # noqa: F401
         layer = nn.Linear(64, 64)
@@ -179,7 +210,7 @@ def _child(name: str, setup: Setup, model_name: str, batch: int, seq: int, steps
             seconds = _trl_steps(model_name, batch, seq, steps, device)
         else:
             if setup.kind == "hf":
-                model, inputs, optimizer = _hf_step(name, model_name, batch, seq)
+                model, inputs, optimizer = _hf_step(setup, model_name, batch, seq)
             else:
                 model, inputs, optimizer, described = _leantrain_step(setup.parts, model_name, batch, seq)
             seconds = _train_steps(model, inputs, optimizer, steps, device)
@@ -194,17 +225,25 @@ def _child(name: str, setup: Setup, model_name: str, batch: int, seq: int, steps
 
 
 def measure(name: str, model_name: str, batch: int, seq: int, steps: int, device: str) -> dict:
+    from leantrain.memory.available import FRACTION, available_bytes
+    from leantrain.plan.planner import estimate_step, plan_memory
+
     setup = CONFIGS[name]
     if setup.planner:
-        from leantrain.plan.planner import plan_memory
-
+        budget = int(PLANNER_BUDGET.get(model_name, 2**30))
         try:
-            plan = plan_memory(model_name, batch, seq, int(PLANNER_BUDGET.get(model_name, 2**30)))
-        except ValueError as error:  # nothing fits the budget: a result to report, not a crash
+            plan = plan_memory(model_name, batch, seq, budget, optim=replace(OptimConfig(), name="adafactor")
+                               if model_name in BIG else None)
+        except (ValueError, MemoryError) as error:  # nothing fits the budget: a result to report, not a crash
             return {"name": name, "error": str(error)}
         print(plan.explain(), flush=True)
         setup = Setup("leantrain", (plan.memory, plan.optim))
-    outcome = {}
+    estimate = estimate_step(model_name, batch, seq, *setup.parts).total
+    if device == "cpu" and estimate > FRACTION * available_bytes():
+        return {"name": name, "estimate_bytes": estimate,
+                "error": f"estimated {estimate / MIB:,.0f} MiB, above {FRACTION:.0%} of the available memory: "
+                         "not run"}
+    outcome = {"estimate_bytes": estimate}
     for memory in (True, False):  # the memory's process, then the time's (two steps / ``steps`` steps)
         context = multiprocessing.get_context("spawn")
         results = context.Queue()
@@ -237,6 +276,8 @@ def main() -> None:
         names = [name for name in CONFIGS if args.only is None or name.startswith(tuple(args.only))]
         if model_name == "bert-base":
             names = [name for name in names if CONFIGS[name].kind != "trl"]  # TRL's SFT is for causal LMs
+        if model_name in BIG:  # TRL is the HF pick's trainer; stock fp32 AdamW needs 16 bytes a weight
+            names = [name for name in names if CONFIGS[name].kind != "trl" and name != "stock"]
         rows = []
         for name in names:
             result = measure(name, model_name, batch, seq, args.steps, args.device)
@@ -253,22 +294,30 @@ def main() -> None:
 
 
 def table(model_name: str, batch: int, seq: int, rows: list[dict]) -> None:
+    from leantrain.models.presets import meta_model
+
     done = [row for row in rows if "error" not in row]
     if not done:
         return
-    weights = max(row["weight_bytes"] for row in done)
-    alternative = next((row for row in done if row["name"].startswith("HF checkpointing")), done[0])
+    parameters = sum(p.numel() for p in meta_model(model_name).parameters())
+    picks = [row for row in done if CONFIGS[row["name"]].optimizer in ("bnb", "torchao")]
+    alternative = min(picks, key=lambda row: row["total_bytes"]) if picks else done[0]  # the better user pick
 
     def seconds(row: dict) -> float:
         return statistics.median(row["seconds"][1:] or row["seconds"])
 
-    print(f"\n{model_name}, batch {batch} x {seq}, fp32 weights {weights / MIB:,.0f} MiB")
-    print("| configuration | parts | total peak | x fp32 weights | vs HF ckpt + 8-bit | step time "
-          "| time vs HF ckpt + 8-bit |")
-    print("|---|---|---|---|---|---|---|")
-    for row in done:
-        print(f"| {row['name']} | {row['parts']} | {row['total_bytes'] / MIB:,.0f} MiB | "
-              f"{row['total_bytes'] / weights:.2f}x | {alternative['total_bytes'] / row['total_bytes']:.2f}x less | "
+    print(f"\n{model_name}, batch {batch} x {seq}, {parameters / 1e9:.2f}B parameters (fp32 weights "
+          f"{4 * parameters / MIB:,.0f} MiB); against: {alternative['name']}")
+    print("| configuration | parts | estimate | total peak | bytes a parameter | vs the user's pick | step time "
+          "| time vs the user's pick |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        estimate = f"{row['estimate_bytes'] / MIB:,.0f} MiB" if "estimate_bytes" in row else "-"
+        if "error" in row:
+            print(f"| {row['name']} | - | {estimate} | {row['error']} | | | | |")
+            continue
+        print(f"| {row['name']} | {row['parts']} | {estimate} | {row['total_bytes'] / MIB:,.0f} MiB | "
+              f"{row['total_bytes'] / parameters:.2f} | {alternative['total_bytes'] / row['total_bytes']:.2f}x less | "
               f"{seconds(row):.1f} s | {seconds(row) / seconds(alternative):.2f}x |")
 
 
