@@ -238,7 +238,10 @@ def measure(name: str, model_name: str, batch: int, seq: int, steps: int, device
             return {"name": name, "error": str(error)}
         print(plan.explain(), flush=True)
         setup = Setup("leantrain", (plan.memory, plan.optim))
-    estimate = estimate_step(model_name, batch, seq, *setup.parts).total
+    try:
+        estimate = estimate_step(model_name, batch, seq, *setup.parts).total
+    except ValueError as error:  # parts this model refuses (e.g. a rank above its width): reported
+        return {"name": name, "error": str(error)}
     if device == "cpu" and estimate > FRACTION * available_bytes():
         return {"name": name, "estimate_bytes": estimate,
                 "error": f"estimated {estimate / MIB:,.0f} MiB, above {FRACTION:.0%} of the available memory: "
