@@ -246,6 +246,10 @@ def measure(name: str, model_name: str, batch: int, seq: int, steps: int, device
         return {"name": name, "estimate_bytes": estimate,
                 "error": f"estimated {estimate / MIB:,.0f} MiB, above {FRACTION:.0%} of the available memory: "
                          "not run"}
+    if device == "cpu" and model_name in BIG and setup.parts[1].weights == "fp32":
+        return {"name": name, "estimate_bytes": estimate,
+                "error": "fp32 weights at this size: the estimate stands in (a run would leave this 24 GiB machine "
+                         "under 2 GiB free, or take an hour of fp32 steps)"}
     outcome = {"estimate_bytes": estimate}
     for memory in (True, False):  # the memory's process, then the time's (two steps / ``steps`` steps)
         context = multiprocessing.get_context("spawn")
