@@ -111,3 +111,13 @@ def test_torchrun_runs_the_command_line(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("final validation loss") == 1  # process 0 alone prints
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "val_loss" in r] == [5, 10]
+
+
+def test_the_step_in_backward_on_two_ddp_processes_equals_ordinary_ddp(tmp_path):
+    """Each hook all-reduces its parameter's gradient and halves it before the step: with two processes that is
+    one addition, as DDP's, so the runs agree bit for bit."""
+    changes = {"engine.grad_accum": 1, "engine.grad_clip": None, "optim.name": "adamw"}
+    ordinary = launch(train, tiny(tmp_path / "ordinary", **changes))[0]
+    fused = launch(train, tiny(tmp_path / "fused", **changes, **{"optim.step_in_backward": True}))[0]
+    assert [r for r in fused if "loss" in r] == [r for r in ordinary if "loss" in r]
+    assert [r["val_loss"] for r in fused if "val_loss" in r] == [r["val_loss"] for r in ordinary if "val_loss" in r]

@@ -40,8 +40,8 @@ class OptimConfig:
     compensation: bool = setting(False, "bf16 weights: keep what rounding lost in a bf16 buffer and add it back "
                                         "(Kahan summation, +2 bytes a weight)")
     step_in_backward: bool = setting(False, "update each parameter as soon as its gradient is ready and free it "
-                                            "(no gradient buffer; no global-norm clipping or --grad-accum, one "
-                                            "process)")
+                                            "(no gradient buffer: with --grad-accum a bf16 one while accumulating; "
+                                            "no global-norm clipping; DDP, not FSDP2)")
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:

@@ -293,7 +293,12 @@ class Engine:
             last = index == len(micros) - 1
             if self.sharded:  # FSDP2: reduce-scatter the gradients after the last micro-batch only
                 self.model.set_requires_gradient_sync(last)
-            sync = contextlib.nullcontext() if last or self.sharded else self.accelerator.no_sync(self.model)
+            # DDP synchronises after the last micro-batch; under the step in backward, each hook does it instead
+            own_sync = stepper is not None and self.world_size > 1
+            sync = (contextlib.nullcontext() if (last and not own_sync) or self.sharded
+                    else self.accelerator.no_sync(self.model))
+            if stepper is not None:
+                stepper.accumulating = not last
             chosen = contextlib.nullcontext() if ids is None else sample_ids(self.unwrapped(), ids)
             with sync, chosen:  # backward inside sample_ids: recomputed blocks draw their rows there
                 with self.autocast():
@@ -319,13 +324,10 @@ class Engine:
         if not isinstance(config, EngineConfig):
             raise ValueError(f"config must be an EngineConfig, got {type(config).__name__}")
         in_backward = task.optim.step_in_backward
-        if in_backward and self.world_size > 1:
-            raise ValueError(f"step_in_backward=True runs in one process, not {self.world_size}: its hooks would "
-                             "update each parameter with this process's gradient, before DDP's all-reduce or "
-                             "FSDP2's reduce-scatter averages it")
-        if in_backward and config.grad_accum > 1:
-            raise ValueError(f"EngineConfig.grad_accum={config.grad_accum} cannot go with step_in_backward=True: "
-                             "every micro-batch's backward would be an update; use grad_accum=1")
+        if in_backward and self.world_size > 1 and config.layout == "fsdp2":
+            raise ValueError(f"step_in_backward=True runs under DDP or in one process, not under FSDP2 on "
+                             f"{self.world_size} processes: a gradient is whole only before FSDP2 reduce-scatters it, "
+                             "after the hook would step it; use layout='ddp'")
         if in_backward and config.grad_clip is not None:
             config = replace(config, grad_clip=None)
             if self.is_main and self.show_progress:
@@ -362,7 +364,7 @@ class Engine:
         stepper = None
         try:
             if in_backward:  # after the optimizer is built and its state restored
-                stepper = StepInBackward(self.unwrapped(), optimizer)
+                stepper = StepInBackward(self.unwrapped(), optimizer, average_over=self.world_size)
             with StopRequest() as stop:
                 for step in range(start + 1, end + 1):
                     lr = optimizer.param_groups[0]["lr"]
