@@ -134,3 +134,24 @@ def test_a_lean_model_is_measured_in_a_fresh_process():
     apply_lean(model, LeanConfig(recompute_mlp=False))
     report = measure_memory(model, batch, torch.optim.AdamW(model.parameters()))  # pickled to a spawned child
     assert report.peak is not None and report.peak.step_bytes >= report.optimizer_state_bytes
+
+
+def test_a_model_whose_attention_the_lean_one_cannot_compute_keeps_its_own():
+    """Gemma 2 soft-caps its attention logits: apply_lean keeps its eager attention (and says so), swaps in the
+    rest, and the model trains as the stock one does."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    config = Gemma2Config(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, attn_logit_softcapping=50.0,
+                          final_logit_softcapping=30.0, attn_implementation="eager", use_cache=False)
+    torch.manual_seed(0)
+    stock = Gemma2ForCausalLM(config)
+    lean = copy.deepcopy(stock)
+    changed = apply_lean(lean)
+    kept = [what for name, what in changed.items() if name.endswith("_attn_implementation")]
+    assert kept and all(what.startswith("kept (attn_logit_softcapping") for what in kept)
+    ids = torch.randint(100, (2, 12), generator=torch.Generator().manual_seed(0))
+    for model in (stock, lean):
+        model(input_ids=ids, labels=ids).loss.backward()
+    for (name, a), b in zip(lean.named_parameters(), stock.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)

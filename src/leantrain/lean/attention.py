@@ -97,7 +97,9 @@ def recomputed_attention_forward(
     needs eager)."""
     for unsupported in ("softcap", "s_aux", "sinks"):
         if kwargs.get(unsupported) is not None:
-            raise ValueError(f"lean attention does not support {unsupported}; remove_lean(model) to use eager")
+            raise ValueError(f"the lean attention does not support {unsupported} (its model's attention is kept "
+                             "eager when apply_lean sees the term in the config; this one passed it at run time): "
+                             "train without the lean companions (--no-lean)")
     if attention_mask is not None and attention_mask.dtype == torch.bool:
         attention_mask = torch.zeros_like(attention_mask, dtype=query.dtype).masked_fill(
             ~attention_mask, torch.finfo(query.dtype).min)

@@ -141,12 +141,22 @@ def _swap_activations(model: nn.Module, selected: FilterFn, changed: dict[str, s
                 changed[name] = f"ActivationFromLinearInput({type(activation).__name__})"
 
 
+# Attention terms of some HF models that the lean attention does not compute (Gemma 2's logit soft-capping,
+# attention sinks): their models keep their exact attention.
+_UNSUPPORTED_ATTENTION = ("attn_logit_softcapping", "sinks", "s_aux")
+
+
 def _swap_attention(model: nn.Module, changed: dict[str, str]) -> None:
     """HF eager/sdpa attention -> the recomputing attention, through ``config._attn_implementation``."""
     if hasattr(model, _PREVIOUS_ATTENTION):
         return
     previous = [(name, hf_config, hf_config._attn_implementation) for name, hf_config in _hf_configs(model)
                 if hf_config._attn_implementation in _SWAPPABLE_ATTENTION]
+    unsupported = [(name, key) for name, hf_config, _ in previous for key in _UNSUPPORTED_ATTENTION
+                   if getattr(hf_config, key, None)]
+    for name, key in unsupported:  # the lean attention has no such term: the exact eager attention stays
+        changed[f"{name}config._attn_implementation"] = f"kept ({key} is not supported by the lean attention)"
+    previous = [entry for entry in previous if entry[0] not in {name for name, _ in unsupported}]
     if previous:
         register_lean_attention()
         setattr(model, _PREVIOUS_ATTENTION, SwappedAttention([(c, value) for _, c, value in previous]))
