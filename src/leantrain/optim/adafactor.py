@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
 from leantrain.optim.rounding import CHUNK
 from leantrain.optim.sixteen_bit import SixteenBitWeights
@@ -47,6 +48,14 @@ class Adafactor(SixteenBitWeights):
                              f"weight_decay={weight_decay!r} >= 0")
         super().__init__(params, {"lr": lr, "decay_rate": decay_rate, "eps": eps, "clip_threshold": clip_threshold,
                                   "weight_decay": weight_decay, "rounding": rounding, "compensation": compensation})
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        for param in self.param_groups[-1]["params"]:
+            if isinstance(param, DTensor):
+                raise ValueError(f"Adafactor got an FSDP2-sharded parameter of shape {tuple(param.shape)}: its "
+                                 "factored second moment needs each matrix's whole columns, which a row shard "
+                                 "lacks; use layout='ddp' (or AdamW/GaLore under FSDP2)")
 
     @staticmethod
     def _rows_per_chunk(param: Tensor) -> int:
@@ -107,7 +116,7 @@ class Adafactor(SixteenBitWeights):
                 state = self.state[param]
                 state["step"] = state.get("step", 0) + 1
                 beta2 = 1.0 - state["step"] ** group["decay_rate"]
-                generator = self.generator(param.device, (group_index, position), state["step"])
+                generator = self.generator(param, (group_index, position), state["step"])
                 if param.dim() == 2:
                     self._factored_step(param, param.grad, state, group, beta2, generator)
                 else:

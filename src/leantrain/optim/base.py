@@ -213,7 +213,7 @@ class LowRankOptimizer(SixteenBitWeights):
                     target = param
                 self.apply_update_(target, direction, group["lr"] * factor, decay, group["rounding"],
                                    self.compensation_of(target, state, group),
-                                   self.generator(param.device, (group_index, position), state["step"]))
+                                   self.generator(param, (group_index, position), state["step"]))
         return loss
 
     def shared_tensors(self) -> list[Tensor]:

@@ -17,10 +17,16 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
 from leantrain.names import ROUNDINGS
 from leantrain.optim.rounding import CHUNK, stochastic_round_
+
+
+def local(tensor: Tensor | None) -> Tensor | None:
+    """This process's part of an FSDP2-sharded ``tensor`` (a view: writes reach it), or ``tensor`` itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 def check_rounding(group: dict[str, Any]) -> None:
@@ -48,10 +54,13 @@ class SixteenBitWeights(Optimizer):
         super().add_param_group(param_group)
         check_rounding(self.param_groups[-1])
 
-    def generator(self, device: torch.device, place: tuple[int, int], step: int) -> torch.Generator:
-        """The rounding draws of the parameter at ``place`` (group index, position) at its ``step``."""
-        seed = hash((self.rounding_seed, *place, step)) & 0x7FFF_FFFF_FFFF_FFFF
-        return torch.Generator(device=device).manual_seed(seed)
+    def generator(self, param: Tensor, place: tuple[int, int], step: int) -> torch.Generator:
+        """The rounding draws of ``param``, at ``place`` (group index, position), at its ``step``; an FSDP2
+        shard also folds in its place on the mesh, so that shards draw independently (DDP replicas, whole
+        tensors, draw alike and stay equal)."""
+        shard = param.device_mesh.get_local_rank() if isinstance(param, DTensor) else 0
+        seed = hash((self.rounding_seed, *place, step, shard)) & 0x7FFF_FFFF_FFFF_FFFF
+        return torch.Generator(device=param.device).manual_seed(seed)
 
     @staticmethod
     def compensation_of(param: Tensor, state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
@@ -74,6 +83,7 @@ class SixteenBitWeights(Optimizer):
             return
         if param.dtype != torch.bfloat16:
             raise ValueError(f"a parameter of dtype {param.dtype}: leantrain's optimizers train fp32 or bf16 weights")
+        param, direction, compensation = (local(t) for t in (param, direction, compensation))  # FSDP2: own rows
         weights, update = param.view(-1), direction.reshape(-1)
         kept = None if compensation is None else compensation.view(-1)
         for start in range(0, weights.numel(), CHUNK):
