@@ -17,7 +17,7 @@ LAYERS = [
     ("data",),
     ("sampling", "lean", "optim", "schedules", "models", "metrics", "io"),
     ("memory", "verify"),
-    ("module_names", "names", "validation", "extras", "autocast", "lazy"),
+    ("module_names", "names", "validation", "extras", "autocast", "fp32_matmuls", "lazy"),
 ]
 # The lazy top-level names and `python -m leantrain` reach everything; every layer may read __version__.
 ENTRY_POINTS = ("__init__", "__main__")

@@ -20,12 +20,21 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from leantrain.autocast import apply_as_autocast_matmul
+from leantrain.fp32_matmuls import needs_fp32_product
 from leantrain.lean.replacement import LeanReplacement
 
 IGNORE_INDEX = -100
 
 
+def _product_weight(weight: Tensor) -> Tensor:
+    """The head weight the logits are computed with: an fp32 copy of a 16-bit one on a CPU without bf16 units
+    (fp32_matmuls.py; made once per forward or backward, 4 bytes a head weight), else the weight itself."""
+    return weight.float() if needs_fp32_product(weight) else weight
+
+
 def _chunk_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    if weight.dtype == torch.float32 and hidden.dtype != torch.float32:  # an fp32 product weight
+        hidden, bias = hidden.float(), None if bias is None else bias.float()
     return nn.functional.linear(hidden, weight, bias).float()
 
 
@@ -57,9 +66,9 @@ class ChunkedLinearCrossEntropyFunction(Function):
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, divisor: Tensor,
                 chunk_rows: int) -> Tensor:
-        total = hidden.new_zeros((), dtype=torch.float32)
+        total, product_weight = hidden.new_zeros((), dtype=torch.float32), _product_weight(weight)
         for start in range(0, hidden.shape[0], chunk_rows):
-            logits = _chunk_logits(hidden[start:start + chunk_rows], weight, bias)
+            logits = _chunk_logits(hidden[start:start + chunk_rows], product_weight, bias)
             target = targets[start:start + chunk_rows]
             picked = logits.gather(1, target.clamp(min=0)[:, None])[:, 0]
             total += ((torch.logsumexp(logits, dim=-1) - picked) * (target != IGNORE_INDEX)).sum()
@@ -72,13 +81,15 @@ class ChunkedLinearCrossEntropyFunction(Function):
         hidden, weight, bias, targets, divisor = ctx.saved_tensors
         grad_hidden = torch.empty_like(hidden)
         grad_weight, grad_bias = head_gradients(weight, bias, ctx.needs_input_grad)
+        product_weight = _product_weight(weight)
         for start in range(0, hidden.shape[0], ctx.chunk_rows):
             rows = slice(start, start + ctx.chunk_rows)
             target = targets[rows]
-            grad_logits = torch.softmax(_chunk_logits(hidden[rows], weight, bias), dim=-1)
+            grad_logits = torch.softmax(_chunk_logits(hidden[rows], product_weight, bias), dim=-1)
             grad_logits.scatter_add_(1, target.clamp(min=0)[:, None], grad_logits.new_full((len(target), 1), -1.0))
             grad_logits *= ((target != IGNORE_INDEX) * (grad / divisor))[:, None]
-            grad_hidden[rows] = backward_through_head(grad_logits, hidden[rows], weight, grad_weight, grad_bias)
+            grad_hidden[rows] = backward_through_head(grad_logits, hidden[rows], product_weight, grad_weight,
+                                                      grad_bias)
         return (grad_hidden, *head_results(grad_weight, grad_bias, weight, bias), None, None, None)
 
 

@@ -45,10 +45,12 @@ class StepSpec:
         self.memory.conversions()  # imports the parts' code
 
     def __call__(self) -> tuple[nn.Module, dict[str, Tensor], torch.optim.Optimizer | None]:
+        from leantrain.fp32_matmuls import prefer_fp32_matmuls_
         from leantrain.models.presets import build_model, random_batch
 
         model = build_model(self.model, self.seed, "float32" if self.optim is None else self.optim.dtype)
         self.memory.apply(model)
+        prefer_fp32_matmuls_(model)  # as the engine does
         optimizer = None
         if self.optim is not None:
             optimizer = replace(self.optim, lr=self.optim.lr or STEP_LR).build(model, seed=self.seed)
