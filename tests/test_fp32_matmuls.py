@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from leantrain.fp32_matmuls import Fp32ProductLinear, fp32_matmuls_, needs_fp32_product
+from leantrain.fp32_matmuls import FP32_ATTENTION, Fp32ProductLinear, fp32_matmuls_, needs_fp32_product
 from leantrain.memory.saved_tensors import saved_tensor_bytes
 from leantrain.optim.sixteen_bit import bf16_weights_
 
@@ -33,9 +33,18 @@ def tiny_bf16() -> nn.Module:
     return bf16_weights_(LlamaForCausalLM(config))
 
 
-def test_a_converted_model_trains_as_the_bf16_one_within_bf16_rounding_and_keeps_the_same_saved_bytes():
+def test_a_converted_layer_keeps_the_bf16_tensors_for_backward():
+    stock = nn.Linear(16, 8).bfloat16()
+    converted = nn.Linear(16, 8).bfloat16()
+    assert fp32_matmuls_(converted) == {"": "products in fp32"}
+    x = torch.randn(3, 5, 16).bfloat16()
+    assert saved_tensor_bytes(converted, x).total == saved_tensor_bytes(stock, x).total > 0
+
+
+def test_a_converted_model_trains_as_the_bf16_one_within_bf16_rounding():
     stock, converted = tiny_bf16(), tiny_bf16()
     changed = fp32_matmuls_(converted)
+    assert changed.pop("config._attn_implementation") == f"eager -> {FP32_ATTENTION}"
     assert len(changed) == 2 * 7 + 1 and all(type(converted.get_submodule(name)) is nn.Linear for name in changed)
     assert converted.state_dict().keys() == stock.state_dict().keys()
     ids = torch.randint(64, (2, 12), generator=torch.Generator().manual_seed(1))
@@ -48,11 +57,19 @@ def test_a_converted_model_trains_as_the_bf16_one_within_bf16_rounding_and_keeps
     for (name, a), b in zip(stock.named_parameters(), converted.parameters(), strict=True):
         assert b.grad.dtype == torch.bfloat16
         assert (a.grad.float() - b.grad.float()).norm() <= 3e-2 * a.grad.float().norm(), name
-    batch = {"input_ids": ids}
-    assert saved_tensor_bytes(converted, batch).total == saved_tensor_bytes(stock, batch).total
 
 
 def test_fp32_weights_are_left_alone_and_need_no_fp32_product():
     model = nn.Sequential(nn.Linear(4, 4))
     assert fp32_matmuls_(model) == {}
     assert not needs_fp32_product(model[0].weight)
+
+
+def test_soft_capped_attention_stays_eager():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    config = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, head_dim=8,
+                          num_attention_heads=4, num_key_value_heads=2, attn_implementation="eager")
+    model = bf16_weights_(Gemma2ForCausalLM(config))
+    assert "config._attn_implementation" not in fp32_matmuls_(model)
+    assert model.config._attn_implementation == "eager"
