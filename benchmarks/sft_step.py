@@ -13,7 +13,9 @@ Configurations (``CONFIGS``):
 - ``HF checkpointing + 8-bit AdamW``: ``model.gradient_checkpointing_enable()`` (non-reentrant) and
   bitsandbytes' ``AdamW8bit`` (HF's ``optim="adamw_bnb_8bit"``), the one-line alternative, on fp32 weights;
 - ``bf16 + HF checkpointing + torchao AdamW8bit``: the same with the model in bf16 and torchao's
-  ``AdamW8bit(bf16_stochastic_round=True)``, what a user picks on one GPU today;
+  ``AdamW8bit(bf16_stochastic_round=True)``, what a user picks on one GPU today. On a CPU without bf16
+  units its products run in fp32 from the bf16 tensors, as leantrain's do (fp32_matmuls.py), so that the
+  times compare the rest of the step (with native bf16 products a SmolLM2-1.7B step took 20 minutes here);
 - ``TRL SFTTrainer``: TRL 1.16's trainer with its memory options on CPU, ``gradient_checkpointing=True``
   and ``optim="adamw_bnb_8bit"`` (its fused GRPO head and Liger kernels are GPU-only or RL-only), fp32
   (``bf16=False``: its default bf16 autocast made a step 8× slower on this CPU), on a pre-tokenised
@@ -36,7 +38,9 @@ the model, optimizer and batch are built (weights copied out of their file mappi
 peak = the process's peak RSS over them minus its RSS before the model: weights, gradients, optimizer
 states and activations. Time: the same with glibc's default allocator (the fixed threshold maps and
 faults in every large temporary afresh, which made allocation-heavy steps up to 3x slower than in a
-training process), ``--steps`` steps, the median of those after the first.
+training process), ``--steps`` steps, the median of those after the first. At the big shapes on a CPU one
+process gives both (a step takes minutes): the time is its second step's, under the fixed threshold (every
+temporary there is far above glibc's largest default threshold, 32 MiB, and is mapped afresh anyway).
 
 Run:  .venv/bin/python benchmarks/sft_step.py [--models smollm2 bert-base] [--steps 3] [--only NAME ...]
       [--models llama-tiny --shape 2 16]   (a quick check of the script)
@@ -115,7 +119,10 @@ def _rss_kib(field: str) -> int:
 def _hf_step(setup: Setup, model_name: str, batch: int, seq: int):
     from leantrain.models.presets import build_model, random_batch
 
+    from leantrain.fp32_matmuls import prefer_fp32_matmuls_
+
     model = build_model(model_name, dtype={"fp32": "float32", "bf16": "bfloat16"}[setup.weights])
+    prefer_fp32_matmuls_(model)  # bf16 products in fp32 where this CPU has no bf16 units, as leantrain's
     trained = [p for p in model.parameters() if p.requires_grad]
     if setup.parts[0].checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -251,7 +258,8 @@ def measure(name: str, model_name: str, batch: int, seq: int, steps: int, device
                 "error": "fp32 weights at this size: the estimate stands in (a run would leave this 24 GiB machine "
                          "under 2 GiB free, or take an hour of fp32 steps)"}
     outcome = {"estimate_bytes": estimate}
-    for memory in (True, False):  # the memory's process, then the time's (two steps / ``steps`` steps)
+    one_process = device == "cpu" and model_name in BIG  # steps of minutes: the memory's process times them too
+    for memory in (True,) if one_process else (True, False):  # the memory's, the time's (2 / ``steps`` steps)
         context = multiprocessing.get_context("spawn")
         results = context.Queue()
         process = context.Process(target=_child, args=(name, setup, model_name, batch, seq, 2 if memory else steps,

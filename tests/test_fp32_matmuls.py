@@ -5,7 +5,14 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from leantrain.fp32_matmuls import FP32_ATTENTION, Fp32ProductLinear, fp32_matmuls_, needs_fp32_product
+from leantrain.fp32_matmuls import (
+    FP32_ATTENTION,
+    Fp32ProductLinear,
+    fp32_matmuls_,
+    linear,
+    matmul,
+    needs_fp32_product,
+)
 from leantrain.memory.saved_tensors import saved_tensor_bytes
 from leantrain.optim.sixteen_bit import bf16_weights_
 
@@ -73,3 +80,13 @@ def test_soft_capped_attention_stays_eager():
     model = bf16_weights_(Gemma2ForCausalLM(config))
     assert "config._attn_implementation" not in fp32_matmuls_(model)
     assert model.config._attn_implementation == "eager"
+
+
+def test_matmul_and_linear_multiply_16_bit_tensors_in_fp32_where_their_device_needs_it():
+    generator = torch.Generator().manual_seed(2)
+    a, b = (torch.randn(6, 16, generator=generator).bfloat16() for _ in range(2))
+    widened = needs_fp32_product(a)
+    assert torch.equal(matmul(a, b.T), (a.float() @ b.float().T).bfloat16() if widened else a @ b.T)
+    assert torch.equal(linear(a, b), nn.functional.linear(a.float(), b.float()).bfloat16() if widened
+                       else nn.functional.linear(a, b))
+    assert torch.equal(matmul(a.float(), b.float().T), a.float() @ b.float().T)

@@ -13,8 +13,9 @@ input and weight, as before, so the memory is the bf16 layer's plus a transient 
 weight and one activation. An HF model's eager or SDPA attention becomes SDPA on fp32 copies of Q, K
 and V (the eager bf16 batched products ran at 0.7 GFLOP/s), its output rounded to bf16; it keeps the
 fp32 Q, K, V and output instead of eager's bf16 L×L probabilities. Attention with logit soft-capping
-stays eager. ``prefer_fp32_matmuls_`` does all this only where bf16 products are not native. LoRA,
-sampled layers and the lean attention are not converted (they keep their own products).
+stays eager. ``prefer_fp32_matmuls_`` does all this only where bf16 products are not native. The
+sampled layers and the lean attention multiply through :func:`matmul` and :func:`linear`, which do the
+same where needed; LoRA (peft's layers) is not converted.
 """
 
 from __future__ import annotations
@@ -43,6 +44,20 @@ def needs_fp32_product(tensor: Tensor) -> bool:
     return tensor.dtype in WIDENED and not bf16_matmul_is_native(tensor.device.type)
 
 
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b``; of 16-bit tensors where they have no bf16 units, computed in fp32 and rounded back."""
+    if needs_fp32_product(a):
+        return torch.matmul(a.float(), b.float()).to(a.dtype)
+    return torch.matmul(a, b)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear(x, weight, bias)``, the product in fp32 as :func:`matmul`'s."""
+    if needs_fp32_product(weight):
+        return nn.functional.linear(x.float(), weight.float(), None if bias is None else bias.float()).to(x.dtype)
+    return nn.functional.linear(x, weight, bias)
+
+
 class Fp32ProductLinear(Function):
     """``F.linear(x, W, b)`` of 16-bit tensors, each product in fp32 and rounded to the tensors' dtype."""
 
@@ -50,7 +65,8 @@ class Fp32ProductLinear(Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return nn.functional.linear(x.float(), weight.float(), None if bias is None else bias.float()).to(x.dtype)
+        widened = None if bias is None else bias.float()
+        return nn.functional.linear(x.float(), weight.float(), widened).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):

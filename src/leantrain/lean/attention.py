@@ -7,7 +7,8 @@ selected with ``config._attn_implementation``. Exact: the recomputed probabiliti
 bit-identical to the forward ones, the dropout mask is regenerated from its seed; gradients equal
 eager attention's within float rounding. Grouped-query attention keeps K and V unrepeated. Under
 autocast Q, K and V are cast to the autocast dtype first, where eager's matmuls would cast them
-(HF's rotary embedding leaves Q and K in fp32 and V in bf16), so backward sees one dtype.
+(HF's rotary embedding leaves Q and K in fp32 and V in bf16), so backward sees one dtype. bf16
+products on a CPU without bf16 units run in fp32 (fp32_matmuls.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from leantrain.autocast import apply_as_autocast_matmul
+from leantrain.fp32_matmuls import matmul
 from leantrain.lean.dropout import draw_seed, dropout_mask, dropout_scale
 
 LEAN_ATTENTION = "leantrain_recompute"
@@ -40,7 +42,7 @@ def _sum_heads(t: Tensor, groups: int) -> Tensor:
 
 def _probabilities(query: Tensor, key: Tensor, bias: Tensor | None, mask: Tensor | None, scaling: float,
                    groups: int) -> Tensor:
-    scores = torch.matmul(query, _repeat_heads(key, groups).transpose(2, 3)) * scaling
+    scores = matmul(query, _repeat_heads(key, groups).transpose(2, 3)) * scaling
     if bias is not None:
         scores = scores + bias
     if mask is not None:
@@ -57,7 +59,7 @@ class RecomputedAttentionFunction(Function):
             probs = probs * dropout_mask(probs.shape, dropout, seed, probs.device) * dropout_scale(dropout)
         ctx.save_for_backward(query, key, value, bias, mask, seed)
         ctx.scaling, ctx.dropout, ctx.groups = scaling, dropout, groups
-        return torch.matmul(probs, _repeat_heads(value, groups))
+        return matmul(probs, _repeat_heads(value, groups))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -68,16 +70,16 @@ class RecomputedAttentionFunction(Function):
         if ctx.dropout > 0:
             keep = dropout_mask(probs.shape, ctx.dropout, seed, probs.device)
             kept = probs * keep * dropout_scale(ctx.dropout)
-        grad_value = _sum_heads(torch.matmul(kept.transpose(2, 3), grad), groups)
-        grad_probs = torch.matmul(grad, _repeat_heads(value, groups).transpose(2, 3))
+        grad_value = _sum_heads(matmul(kept.transpose(2, 3), grad), groups)
+        grad_probs = matmul(grad, _repeat_heads(value, groups).transpose(2, 3))
         if ctx.dropout > 0:
             grad_probs = grad_probs * keep * dropout_scale(ctx.dropout)
         grad_biased_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
         grad_bias = grad_biased_scores.sum_to_size(bias.shape) if ctx.needs_input_grad[3] else None  # T5's learnt one
         grad_mask = grad_biased_scores.sum_to_size(mask.shape) if ctx.needs_input_grad[4] else None
         grad_scores = grad_biased_scores * ctx.scaling
-        grad_query = torch.matmul(grad_scores, _repeat_heads(key, groups))
-        grad_key = _sum_heads(torch.matmul(grad_scores.transpose(2, 3), query), groups)
+        grad_query = matmul(grad_scores, _repeat_heads(key, groups))
+        grad_key = _sum_heads(matmul(grad_scores.transpose(2, 3), query), groups)
         return grad_query, grad_key, grad_value, grad_bias, grad_mask, None, None, None, None
 
 

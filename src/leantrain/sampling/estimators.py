@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from leantrain.fp32_matmuls import needs_fp32_product
 from leantrain.names import METHODS
 
 
@@ -167,6 +168,8 @@ def estimate_weight_grad(
         compute = torch.float32 if dy.dtype == torch.float16 else dy.dtype
         scaled = (dy.index_select(0, sample.indices).float() * sample.weights[:, None]).to(compute)
         kept_x = kept_x.to(compute)
+    if needs_fp32_product(scaled):  # bf16 on a CPU without bf16 units (fp32_matmuls.py)
+        scaled, kept_x = scaled.float(), kept_x.float()
     grad = scaled.t() @ kept_x if weight_is_row_major else (kept_x.t() @ scaled).t()
     return grad.to(dy.dtype)
 

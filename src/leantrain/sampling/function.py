@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from leantrain.autocast import apply_as_autocast_matmul
+from leantrain.fp32_matmuls import linear, matmul
 from leantrain.sampling.estimators import RowSample, estimate_weight_grad
 from leantrain.sampling.sampler import RowSampler
 
@@ -25,7 +25,7 @@ class SampledLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, sampler: RowSampler) -> Tensor:
-        output = F.linear(x, weight, bias)
+        output = linear(x, weight, bias)
         ctx.sampler = sampler
         ctx.input_shape = x.shape
         kept = indices = row_weights = sample_ids = None
@@ -47,7 +47,7 @@ class SampledLinearFunction(torch.autograd.Function):
         dy = grad_output.reshape(-1, grad_output.shape[-1])
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = dy.mm(weight).view(ctx.input_shape)
+            grad_x = matmul(dy, weight).view(ctx.input_shape)
         if ctx.needs_input_grad[1]:
             sample = None if indices is None else RowSample(indices.long(), row_weights)
             grad_w = estimate_weight_grad(dy, kept, sample, weight_is_row_major=weight.stride(-1) == 1)
