@@ -117,9 +117,8 @@ def _rss_kib(field: str) -> int:
 
 
 def _hf_step(setup: Setup, model_name: str, batch: int, seq: int):
-    from leantrain.models.presets import build_model, random_batch
-
     from leantrain.fp32_matmuls import prefer_fp32_matmuls_
+    from leantrain.models.presets import build_model, random_batch
 
     model = build_model(model_name, dtype={"fp32": "float32", "bf16": "bfloat16"}[setup.weights])
     prefer_fp32_matmuls_(model)  # bf16 products in fp32 where this CPU has no bf16 units, as leantrain's
