@@ -196,6 +196,27 @@ def test_chunked_lm_loss_matches_hf_loss():
     assert_close_all(got, expected)
 
 
+def test_chunked_lm_loss_of_a_16_bit_head_with_bias_gives_its_gradients_in_its_dtype():
+    """Vocabulary slices of 11 (the last one 6): the bias and a bf16 weight, against the fp32 loss of the same
+    values; the gradients come back in bf16, within its rounding."""
+    torch.manual_seed(1)
+    head = nn.Linear(16, 50).bfloat16()
+    hidden = torch.randn(2, 9, 16).bfloat16().requires_grad_()
+    labels = torch.randint(50, (2, 9))
+    labels[0, 4:] = -100
+    reference = nn.Linear(16, 50)
+    reference.load_state_dict({key: value.float() for key, value in head.state_dict().items()})
+    wide = hidden.detach().float().requires_grad_()
+    expected_loss = ForCausalLMLoss(reference(wide), labels, vocab_size=50)
+    expected = torch.autograd.grad(expected_loss, [wide, reference.weight, reference.bias])
+    loss = chunked_causal_lm_loss(hidden, head, labels, chunk_rows=4)
+    got = torch.autograd.grad(loss, [hidden, head.weight, head.bias])
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-2, atol=0)
+    for a, b in zip(got, expected, strict=True):
+        assert a.dtype == torch.bfloat16
+        assert (a.float() - b).norm() <= 1e-2 * b.norm()
+
+
 def test_lean_config_validates():
     with pytest.raises(ValueError, match="dropout"):
         LeanConfig(dropout="yes")

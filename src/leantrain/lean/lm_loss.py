@@ -1,10 +1,12 @@
-"""Causal-LM loss that never holds the full logits: LM head + cross-entropy in row chunks.
+"""Causal-LM loss that never holds the full logits: LM head + cross-entropy in vocabulary slices.
 
 Stock HF causal LMs materialise B×L×V logits and cross-entropy keeps its B×L×V log-softmax for
 backward; with a 32k vocabulary that dwarfs every other activation. The fused function keeps
-only the final hidden states (already kept by the final norm) and the targets, and recomputes
-each chunk's logits in backward (as Liger-Kernel's fused linear cross-entropy and Apple's Cut
-Cross-Entropy do). Exact within float rounding. In training with ``labels`` the lean model
+only the final hidden states (already kept by the final norm), the targets and one log-normaliser a
+row, and recomputes each slice's logits in backward (as Apple's Cut Cross-Entropy does; Liger-Kernel's
+fused linear cross-entropy chunks rows instead, which needs a full-vocabulary fp32 accumulator for the
+weight gradient of a 16-bit head). A slice holds as many logits as ``chunk_rows`` whole rows would. Exact
+within float rounding. In training with ``labels`` the lean model
 returns the loss and ``logits=None``; without labels it runs the stock forward.
 
 The loss is computed inside the forward of the head's companion (``LeanLMHead``, sharing the head's
@@ -26,16 +28,24 @@ from leantrain.lean.replacement import LeanReplacement
 IGNORE_INDEX = -100
 
 
-def _product_weight(weight: Tensor) -> Tensor:
-    """The head weight the logits are computed with: an fp32 copy of a 16-bit one on a CPU without bf16 units
-    (fp32_matmuls.py; made once per forward or backward, 4 bytes a head weight), else the weight itself."""
-    return weight.float() if needs_fp32_product(weight) else weight
+def _product_operands(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The hidden rows and one vocabulary slice of the head as the logits are computed from them: fp32 copies of
+    16-bit ones on a CPU without bf16 units (fp32_matmuls.py), else themselves."""
+    if needs_fp32_product(weight):
+        return hidden.float(), weight.float(), None if bias is None else bias.float()
+    return hidden, weight, bias
 
 
-def _chunk_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    if weight.dtype == torch.float32 and hidden.dtype != torch.float32:  # an fp32 product weight
-        hidden, bias = hidden.float(), None if bias is None else bias.float()
-    return nn.functional.linear(hidden, weight, bias).float()
+def _slice_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, columns: slice) -> tuple[Tensor, Tensor]:
+    """(fp32 logits of the vocabulary slice ``columns``, the slice's weight as multiplied)."""
+    hidden, weight, bias = _product_operands(hidden, weight[columns], None if bias is None else bias[columns])
+    return nn.functional.linear(hidden, weight, bias).float(), weight
+
+
+def vocabulary_slice(chunk_rows: int, rows: int, vocab: int) -> int:
+    """Vocabulary entries per slice: a slice's logits (``rows`` × entries) hold as many values as a chunk of
+    ``chunk_rows`` whole rows would."""
+    return max(1, min(vocab, chunk_rows * vocab // max(rows, 1)))
 
 
 def head_gradients(weight: Tensor, bias: Tensor | None, needs: tuple[bool, ...]) -> tuple[Tensor | None, Tensor | None]:
@@ -63,34 +73,55 @@ def head_results(grad_weight: Tensor | None, grad_bias: Tensor | None, weight: T
 
 
 class ChunkedLinearCrossEntropyFunction(Function):
+    """Cross-entropy of ``hidden @ weightᵀ + bias`` over slices of the vocabulary: the log-normaliser online
+    (a running maximum and sum, as flash-attention's softmax), each slice's weight gradient written once in
+    the weight's dtype, so no full-vocabulary buffer exists (not even an fp32 gradient of a 16-bit head)."""
+
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, divisor: Tensor,
                 chunk_rows: int) -> Tensor:
-        total, product_weight = hidden.new_zeros((), dtype=torch.float32), _product_weight(weight)
-        for start in range(0, hidden.shape[0], chunk_rows):
-            logits = _chunk_logits(hidden[start:start + chunk_rows], product_weight, bias)
-            target = targets[start:start + chunk_rows]
-            picked = logits.gather(1, target.clamp(min=0)[:, None])[:, 0]
-            total += ((torch.logsumexp(logits, dim=-1) - picked) * (target != IGNORE_INDEX)).sum()
-        ctx.save_for_backward(hidden, weight, bias, targets, divisor)
-        ctx.chunk_rows = chunk_rows
-        return total / divisor
+        rows, vocab = hidden.shape[0], weight.shape[0]
+        step = vocabulary_slice(chunk_rows, rows, vocab)
+        peak = hidden.new_full((rows,), float("-inf"), dtype=torch.float32)
+        total = hidden.new_zeros((rows,), dtype=torch.float32)
+        picked = hidden.new_zeros((rows,), dtype=torch.float32)
+        index = targets.clamp(min=0)
+        for start in range(0, vocab, step):
+            logits, _ = _slice_logits(hidden, weight, bias, slice(start, start + step))
+            higher = torch.maximum(peak, logits.amax(dim=1))
+            total = total * torch.exp(peak - higher) + torch.exp(logits - higher[:, None]).sum(dim=1)
+            peak = higher
+            inside = (index >= start) & (index < start + logits.shape[1])
+            picked += logits.gather(1, (index - start).clamp(0, logits.shape[1] - 1)[:, None])[:, 0] * inside
+        normaliser = peak + total.log()
+        ctx.save_for_backward(hidden, weight, bias, targets, divisor, normaliser)
+        ctx.step = step
+        return ((normaliser - picked) * (targets != IGNORE_INDEX)).sum() / divisor
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        hidden, weight, bias, targets, divisor = ctx.saved_tensors
-        grad_hidden = torch.empty_like(hidden)
-        grad_weight, grad_bias = head_gradients(weight, bias, ctx.needs_input_grad)
-        product_weight = _product_weight(weight)
-        for start in range(0, hidden.shape[0], ctx.chunk_rows):
-            rows = slice(start, start + ctx.chunk_rows)
-            target = targets[rows]
-            grad_logits = torch.softmax(_chunk_logits(hidden[rows], product_weight, bias), dim=-1)
-            grad_logits.scatter_add_(1, target.clamp(min=0)[:, None], grad_logits.new_full((len(target), 1), -1.0))
-            grad_logits *= ((target != IGNORE_INDEX) * (grad / divisor))[:, None]
-            grad_hidden[rows] = backward_through_head(grad_logits, hidden[rows], product_weight, grad_weight,
-                                                      grad_bias)
-        return (grad_hidden, *head_results(grad_weight, grad_bias, weight, bias), None, None, None)
+        hidden, weight, bias, targets, divisor, normaliser = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grad_hidden = torch.zeros_like(hidden, dtype=torch.float32) if needs[0] else None
+        grad_weight = torch.empty_like(weight) if needs[1] else None
+        grad_bias = torch.empty_like(bias) if needs[2] else None
+        index, scale = targets.clamp(min=0), (targets != IGNORE_INDEX) * (grad / divisor)
+        for start in range(0, weight.shape[0], ctx.step):
+            columns = slice(start, start + ctx.step)
+            logits, sliced = _slice_logits(hidden, weight, bias, columns)
+            grad_logits = torch.exp(logits - normaliser[:, None])  # the softmax of this slice
+            inside = (index >= start) & (index < start + logits.shape[1])
+            grad_logits.scatter_add_(1, (index - start).clamp(0, logits.shape[1] - 1)[:, None],
+                                     -inside.to(grad_logits.dtype)[:, None])
+            grad_logits *= scale[:, None]
+            if grad_hidden is not None:
+                grad_hidden += grad_logits @ sliced.float()
+            if grad_weight is not None:
+                grad_weight[columns] = grad_logits.T @ hidden.float()
+            if grad_bias is not None:
+                grad_bias[columns] = grad_logits.sum(0)
+        return (None if grad_hidden is None else grad_hidden.to(hidden.dtype), grad_weight, grad_bias,
+                None, None, None)
 
 
 def chunked_causal_lm_loss(hidden: Tensor, head: nn.Module, labels: Tensor, chunk_rows: int,

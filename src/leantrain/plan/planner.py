@@ -18,9 +18,8 @@ holds the same), so a plan needs no more memory than a 2-layer copy and no step 
 CPU cores a SmolLM2-1.7B plan over every combination took 4.7 minutes, mostly one-example forwards). Then the
 transients: the logits of the stock LM-head loss (its fp32 copy and its gradient besides the saved
 log-softmax, 2 × B·L·V·4 bytes; a chunk's worth with the chunked loss), under checkpointing the rerun of
-the largest layer, the fp32 copies a 16-bit LM head makes in the loss's backward (its weight gradient, and
-on a CPU without bf16 units its weight), and the optimizer step's temporaries (an Adam direction and √V of
-the largest weight in fp32; Adafactor's row chunks). The sum is an upper bound: the phases do not all peak
+the largest layer, and the optimizer step's temporaries (an Adam direction and √V of the largest weight in
+fp32; Adafactor's row chunks). The sum is an upper bound: the phases do not all peak
 at once. Step times are relative costs measured on this project's CPU benchmarks (``TIME_COST``;
 BENCHMARKS.md, "Causal-LM SFT at the memory frontier"), a product over the parts that are on. A ``margin``
 (default 10%) is kept free for what the accounting does not see (allocator slack, library workspaces).
@@ -39,7 +38,7 @@ import torch
 from torch import nn
 
 from leantrain.config import MemoryOptions, OptimConfig, describe_parts
-from leantrain.fp32_matmuls import needs_fp32_product, prefer_fp32_matmuls_
+from leantrain.fp32_matmuls import prefer_fp32_matmuls_
 from leantrain.memory.saved_tensors import saved_tensor_bytes
 from leantrain.memory.state_bytes import optimizer_state_bytes, parameter_bytes
 from leantrain.optim.rounding import CHUNK
@@ -239,16 +238,6 @@ def _step_temporaries(optim: OptimConfig, largest: int) -> int:
     return 4 * CHUNK * 4 if optim.name == "adafactor" else 2 * 4 * largest
 
 
-def _head_copies(model: nn.Module) -> int:
-    """Bytes of the fp32 copies a 16-bit LM head makes in the loss's backward: its weight gradient accumulated
-    in fp32 (lean/lm_loss.py), and where the CPU has no bf16 units the fp32 weight its products use
-    (fp32_matmuls.py); 4 bytes a head weight each. 0 for an fp32 head or a model without one."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if head is None or head.weight.dtype == torch.float32:
-        return 0
-    return 4 * head.weight.numel() * (1 + needs_fp32_product(head.weight))
-
-
 class Estimator:
     """The estimate of one training step of ``model`` at ``batch_size`` × ``seq_len`` tokens for any parts
     (module docstring), its measurements shared between the parts that need the same ones. Calling it returns
@@ -302,7 +291,7 @@ class Estimator:
         rerun = layer * self.batch_size if parts.checkpointing else 0
         return Estimate(parts, optim, network.of(parameter_bytes), gradients, self.states[state_key],
                         saved * self.batch_size,
-                        head + _head_copies(network.sample) + rerun + _step_temporaries(optim, largest),
+                        head + rerun + _step_temporaries(optim, largest),
                         _time(parts, optim))
 
 
