@@ -1,8 +1,8 @@
 """How fast this machine multiplies bf16 matrices: a linear layer's three products and attention, in fp32, in
 native bf16, and in bf16 tensors with fp32 products (leantrain's ``fp32_matmuls``), side by side in one run.
 
-A SmolLM2-1.7B layer's shapes at 4 × 512 tokens: F.linear's output ``X Wᵀ`` (2048 × 2048 · 8192 × 2048), its
-input gradient ``dY W`` and weight gradient ``dYᵀ X``; attention (4 × 32 heads × 512 × 64) forward and
+A SmolLM2-1.7B layer's shapes at 1 × 512 tokens: F.linear's output ``X Wᵀ`` (512 × 2048 · 8192 × 2048), its
+input gradient ``dY W`` and weight gradient ``dYᵀ X``; attention (1 × 32 heads × 512 × 64) forward and
 backward through HF's eager attention and through SDPA. Each figure is the median of ``--repeats`` timings,
 in GFLOP/s (attention: seconds of forward + backward). Where ``bf16_matmul_is_native("cpu")`` is False,
 PyTorch's bf16 CPU products fall back to reference loops; the fp32-product column is what leantrain runs there.
@@ -25,8 +25,8 @@ from torch import nn
 
 from leantrain.fp32_matmuls import bf16_matmul_is_native, linear, matmul
 
-TOKENS, WIDTH, FFN = 2048, 2048, 8192
-BATCH, HEADS, LENGTH, HEAD_DIM = 4, 32, 512, 64
+TOKENS, WIDTH, FFN = 512, 2048, 8192
+BATCH, HEADS, LENGTH, HEAD_DIM = 1, 32, 512, 64
 
 
 def seconds(work: Callable[[], object], repeats: int) -> float:

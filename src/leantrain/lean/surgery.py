@@ -175,7 +175,7 @@ def _swap_lm_head(model: nn.Module, config: LeanConfig, changed: dict[str, str])
     _swap(model, head_name, LeanLMHead(head, rows))
     model.forward = functools.partial(lean_causal_lm_forward, model)
     changed[head_name] = "LeanLMHead"
-    changed["forward"] = f"chunked LM-head loss ({rows} rows per chunk)"
+    changed["forward"] = f"chunked LM-head loss ({rows * head.out_features:,} logits per slice)"
 
 
 def remove_lean(model: nn.Module) -> dict[str, str]:
