@@ -51,10 +51,15 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return torch.matmul(a, b)
 
 
+def _fp32_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear`` of fp32 copies, rounded to ``x``'s dtype."""
+    return nn.functional.linear(x.float(), weight.float(), None if bias is None else bias.float()).to(x.dtype)
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear(x, weight, bias)``, the product in fp32 as :func:`matmul`'s."""
     if needs_fp32_product(weight):
-        return nn.functional.linear(x.float(), weight.float(), None if bias is None else bias.float()).to(x.dtype)
+        return _fp32_linear(x, weight, bias)
     return nn.functional.linear(x, weight, bias)
 
 
@@ -65,8 +70,7 @@ class Fp32ProductLinear(Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        widened = None if bias is None else bias.float()
-        return nn.functional.linear(x.float(), weight.float(), widened).to(x.dtype)
+        return _fp32_linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor):

@@ -28,17 +28,18 @@ from leantrain.lean.replacement import LeanReplacement
 IGNORE_INDEX = -100
 
 
-def _product_operands(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The hidden rows and one vocabulary slice of the head as the logits are computed from them: fp32 copies of
-    16-bit ones on a CPU without bf16 units (fp32_matmuls.py), else themselves."""
-    if needs_fp32_product(weight):
-        return hidden.float(), weight.float(), None if bias is None else bias.float()
-    return hidden, weight, bias
+def _product_hidden(hidden: Tensor, weight: Tensor) -> Tensor:
+    """The hidden rows as the logits are computed from them: an fp32 copy where a 16-bit head multiplies in
+    fp32 (a CPU without bf16 units, fp32_matmuls.py), else themselves. Made once per forward or backward."""
+    return hidden.float() if needs_fp32_product(weight) else hidden
 
 
 def _slice_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, columns: slice) -> tuple[Tensor, Tensor]:
-    """(fp32 logits of the vocabulary slice ``columns``, the slice's weight as multiplied)."""
-    hidden, weight, bias = _product_operands(hidden, weight[columns], None if bias is None else bias[columns])
+    """(fp32 logits of the vocabulary slice ``columns`` of rows ``hidden`` from :func:`_product_hidden`, the
+    slice's weight as multiplied)."""
+    weight, bias = weight[columns], None if bias is None else bias[columns]
+    if hidden.dtype != weight.dtype:  # an fp32 product of a 16-bit head
+        weight, bias = weight.float(), None if bias is None else bias.float()
     return nn.functional.linear(hidden, weight, bias).float(), weight
 
 
@@ -85,9 +86,9 @@ class ChunkedLinearCrossEntropyFunction(Function):
         peak = hidden.new_full((rows,), float("-inf"), dtype=torch.float32)
         total = hidden.new_zeros((rows,), dtype=torch.float32)
         picked = hidden.new_zeros((rows,), dtype=torch.float32)
-        index = targets.clamp(min=0)
+        index, product_hidden = targets.clamp(min=0), _product_hidden(hidden, weight)
         for start in range(0, vocab, step):
-            logits, _ = _slice_logits(hidden, weight, bias, slice(start, start + step))
+            logits, _ = _slice_logits(product_hidden, weight, bias, slice(start, start + step))
             higher = torch.maximum(peak, logits.amax(dim=1))
             total = total * torch.exp(peak - higher) + torch.exp(logits - higher[:, None]).sum(dim=1)
             peak = higher
@@ -106,9 +107,11 @@ class ChunkedLinearCrossEntropyFunction(Function):
         grad_weight = torch.empty_like(weight) if needs[1] else None
         grad_bias = torch.empty_like(bias) if needs[2] else None
         index, scale = targets.clamp(min=0), (targets != IGNORE_INDEX) * (grad / divisor)
+        product_hidden = _product_hidden(hidden, weight)
+        wide_hidden = product_hidden.float()  # the weight gradient's fp32 operand, once
         for start in range(0, weight.shape[0], ctx.step):
             columns = slice(start, start + ctx.step)
-            logits, sliced = _slice_logits(hidden, weight, bias, columns)
+            logits, sliced = _slice_logits(product_hidden, weight, bias, columns)
             grad_logits = torch.exp(logits - normaliser[:, None])  # the softmax of this slice
             inside = (index >= start) & (index < start + logits.shape[1])
             grad_logits.scatter_add_(1, (index - start).clamp(0, logits.shape[1] - 1)[:, None],
@@ -117,7 +120,7 @@ class ChunkedLinearCrossEntropyFunction(Function):
             if grad_hidden is not None:
                 grad_hidden += grad_logits @ sliced.float()
             if grad_weight is not None:
-                grad_weight[columns] = grad_logits.T @ hidden.float()
+                grad_weight[columns] = grad_logits.T @ wide_hidden
             if grad_bias is not None:
                 grad_bias[columns] = grad_logits.sum(0)
         return (None if grad_hidden is None else grad_hidden.to(hidden.dtype), grad_weight, grad_bias,

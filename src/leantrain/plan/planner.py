@@ -290,9 +290,7 @@ class Estimator:
         head = 3 * min(2**22, tokens * vocab) * 4 if parts.lean or parts.chunked_loss else 2 * tokens * vocab * 4
         rerun = layer * self.batch_size if parts.checkpointing else 0
         return Estimate(parts, optim, network.of(parameter_bytes), gradients, self.states[state_key],
-                        saved * self.batch_size,
-                        head + rerun + _step_temporaries(optim, largest),
-                        _time(parts, optim))
+                        saved * self.batch_size, head + rerun + _step_temporaries(optim, largest), _time(parts, optim))
 
 
 def estimate_step(model: str | nn.Module, batch_size: int, seq_len: int, memory: MemoryOptions,
