@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from leantrain.config import MemoryOptions, OptimConfig
 from leantrain.data.problems import load_problems
+from leantrain.lean.token_logprobs import LOGITS_BYTES
 from leantrain.memory.peak import MMAP_THRESHOLD_BYTES, cpu_peak_in_subprocess
 from leantrain.optim.in_backward import StepInBackward
 from leantrain.plan.planner import states_after_a_step
@@ -182,7 +183,7 @@ class RLStep(nn.Module):
         super().__init__()
         self.policy = policy
         self.micro_rows = micro_rows
-        self.loss = RLLoss(LossSettings() if chunk_rows is None else LossSettings(chunk_rows=chunk_rows))
+        self.loss = RLLoss(LossSettings(chunk_rows=chunk_rows))
         self.total = float("nan")
 
     def forward(self, **batch: Tensor) -> Tensor:
@@ -351,11 +352,12 @@ def main() -> None:
     del model
     batch = rl_batch(rollouts, args.seed)
     lengths = [len(p) for p in prompt_ids]
+    chunk = f"{args.chunk_rows} rows" if args.chunk_rows else f"{LOGITS_BYTES // MIB} MiB of logits"
     shape = (f"{args.prompts} prompts x {args.rollouts} rollouts = {rows} rows, prompts {min(lengths)}-"
              f"{max(lengths)} tokens, completions {rollouts.completion_lengths.float().mean():.1f} tokens on average "
              f"(max {args.new_tokens}, {int(rollouts.truncated.sum())} cut), batch {tuple(batch['input_ids'].shape)}, "
-             f"micro-batches of {args.micro_rows or rows} rows, head chunks of "
-             f"{args.chunk_rows or LossSettings().chunk_rows} rows, torch threads {torch.get_num_threads()}")
+             f"micro-batches of {args.micro_rows or rows} rows, head chunks of {chunk}, "
+             f"torch threads {torch.get_num_threads()}")
     print(f"`{shlex.join(['.venv/bin/python', *sys.argv])}`\n\n{shape}\n")
     if "generation" in args.only:
         print(generation_table(speeds, tokens, rows, args.new_tokens, args.repeats) + "\n", flush=True)

@@ -25,6 +25,9 @@ class EngineConfig:
     output_dir: str = setting("runs/train", "run folder: config.json, metrics.jsonl, checkpoint.safetensors",
                               aliases=("--out",))
     grad_accum: int = setting(1, "micro-batches per update and process")
+    micro_tokens: int | None = setting(None, "the most tokens a micro-batch holds (its rows x its longest row): "
+                                             "an update is split into more micro-batches until each fits (none: "
+                                             "grad_accum micro-batches)")
     grad_clip: float | None = setting(None, "max global gradient norm; none: no clipping (the norm is still logged; "
                                             "off under the step in backward)", parse=optional_float)
     precision: str = setting("fp32", "bf16: autocast (weights and optimizer states stay fp32)", choices=PRECISIONS)
@@ -38,6 +41,8 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.output_dir={self.output_dir!r} must be a folder path")
         if not is_positive_int(self.grad_accum):
             raise ValueError(f"EngineConfig.grad_accum={self.grad_accum!r} must be an integer >= 1")
+        if self.micro_tokens is not None and not is_positive_int(self.micro_tokens):
+            raise ValueError(f"EngineConfig.micro_tokens={self.micro_tokens!r} must be None or an integer >= 1")
         if self.save_every is not None and not is_positive_int(self.save_every):
             raise ValueError(f"EngineConfig.save_every={self.save_every!r} must be None or an integer >= 1")
         if self.grad_clip is not None and not (isinstance(self.grad_clip, int | float) and math.isfinite(self.grad_clip)

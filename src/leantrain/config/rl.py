@@ -17,6 +17,9 @@ from leantrain.names import ADVANTAGE_SCALES, POLICY_LOSS_TYPES, RL_ALGORITHMS
 from leantrain.validation import require_count, require_positive_ints
 
 LR = 1e-5  # the policy's learning rate when ``optim.lr`` is None
+# The RL step is lean by default with the exact parts: micro-batches of at most MICRO_TOKENS tokens whatever the
+# number of rollouts (DARS allocates more to hard prompts), layer checkpointing, and the chunked log-prob head.
+MICRO_TOKENS = 4096
 
 # What each algorithm changes from GRPO's settings; a field set in RLConfig wins over its entry here.
 ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -37,7 +40,8 @@ class RLConfig:
     (8, ×4 for dars-b), ``ppo_epochs`` (1, 2 for dars-b), ``scale`` (group; none for DARS, as its released
     runs) and ``max_rollouts`` (DARS's N_max: 4× rollouts for ET, 8× for HW); ``epsilon_high`` =
     ``epsilon_low``; ``eval_problems`` 64, at most ``held_out``; ``engine.save_every`` one RL step;
-    ``optim.lr`` 1e-5."""
+    ``optim.lr`` 1e-5. The step is lean by default with the exact parts (``MICRO_TOKENS``, layer checkpointing);
+    ``--micro-tokens none --checkpointing none`` trains the whole batch at once with stock activations."""
 
     model: str = setting("smollm2", '"smollm2" (offline) or a local HF causal-LM folder')
     data: str = setting("arithmetic", '"arithmetic" (reasoning-gym chain_sum mix), "rg:TASK" or a .jsonl/.csv of '
@@ -71,9 +75,10 @@ class RLConfig:
     eval_every: int | None = setting(10, "RL steps between held-out evaluations (none: the start and the end)")
     eval_problems: int | None = setting(None, "held-out problems evaluated in the run (none: 64, at most "
                                               "--held-out; 0: none)")
-    engine: EngineConfig = setting(factory=lambda: EngineConfig(output_dir="runs/rl", grad_clip=1.0))
+    engine: EngineConfig = setting(factory=lambda: EngineConfig(output_dir="runs/rl", grad_clip=1.0,
+                                                                micro_tokens=MICRO_TOKENS))
     optim: OptimConfig = setting(factory=lambda: OptimConfig(lr=LR))
-    memory: MemoryOptions = setting(factory=MemoryOptions)
+    memory: MemoryOptions = setting(factory=lambda: MemoryOptions(checkpointing="layers"))
 
     def __post_init__(self) -> None:
         if self.algo not in RL_ALGORITHMS:

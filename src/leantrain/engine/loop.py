@@ -286,7 +286,8 @@ class Engine:
 
         With ``stepper`` the backward itself updates the parameters (``step_in_backward``).
         """
-        micros = local_micro_batches(batch, self.rank, self.world_size, self.config.grad_accum)
+        micros = local_micro_batches(batch, self.rank, self.world_size, self.config.grad_accum,
+                                     self.config.micro_tokens)
         loss_sum = torch.zeros((), dtype=torch.float64)
         for index, (micro, weight) in enumerate(micros):
             micro = dict(micro)

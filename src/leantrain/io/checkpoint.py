@@ -26,21 +26,33 @@ from safetensors.torch import save_file
 _METADATA_KEY = "leantrain.state"
 
 
-def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+def _stored(tensor: torch.Tensor, storages: set[int]) -> torch.Tensor:
+    """``tensor`` as safetensors writes it: itself where it can (the state is not copied into memory whole, a
+    copy the size of the model and its optimizer states); a contiguous CPU copy where its storage is shared with
+    a tensor already taken (tied weights), is not on the CPU, or is not contiguous."""
+    tensor = tensor.detach()
+    storage = tensor.untyped_storage().data_ptr()
+    if tensor.device.type != "cpu" or not tensor.is_contiguous() or storage in storages:
+        return tensor.to("cpu", copy=True).contiguous()
+    storages.add(storage)
+    return tensor
+
+
+def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor], storages: set[int]) -> Any:
     if isinstance(value, torch.Tensor):
         if key in tensors:
             raise ValueError(f"two tensors map to the checkpoint key {key!r}; rename one of the dict keys")
-        tensors[key] = value.detach().to("cpu", copy=True).contiguous()  # copy: tied weights stay loadable
+        tensors[key] = _stored(value, storages)
         return {"__tensor__": key}
     if isinstance(value, Mapping):
-        items = [[k, _encode(v, f"{key}/{k}".lstrip("/"), tensors)] for k, v in value.items()]
+        items = [[k, _encode(v, f"{key}/{k}".lstrip("/"), tensors, storages)] for k, v in value.items()]
         if all(isinstance(k, str) and not k.startswith("__") for k, _ in items):
             return dict(items)
         return {"__items__": items}
     if isinstance(value, tuple):
-        return {"__tuple__": [_encode(v, f"{key}/{i}", tensors) for i, v in enumerate(value)]}
+        return {"__tuple__": [_encode(v, f"{key}/{i}", tensors, storages) for i, v in enumerate(value)]}
     if isinstance(value, list):
-        return [_encode(v, f"{key}/{i}", tensors) for i, v in enumerate(value)]
+        return [_encode(v, f"{key}/{i}", tensors, storages) for i, v in enumerate(value)]
     if value is None or isinstance(value, bool | int | float | str):
         return value
     raise TypeError(f"cannot checkpoint {type(value).__name__} at {key!r}: use tensors, dicts, lists, tuples "
@@ -66,7 +78,7 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
-    skeleton = _encode(state, "", tensors)
+    skeleton = _encode(state, "", tensors, set())
     temporary = path.with_name(f".{path.name}.tmp")
     save_file(tensors, temporary, metadata={_METADATA_KEY: json.dumps(skeleton)})
     os.replace(temporary, path)

@@ -4,7 +4,8 @@ RL objectives (GRPO's policy ratio, TRL's ``_get_per_token_logps_and_entropies``
 bonus need, per token, log p(target) and the softmax entropy H. Taken from full logits they cost
 B×L×V floats, plus the log-softmax autograd keeps. Here the head runs in row chunks: forward keeps
 only the hidden states, the targets and the per-row log-sum-exp; backward recomputes each chunk's
-logits. With z the logits of a row (divided by the temperature), p = softmax(z),
+logits. A chunk holds ``LOGITS_BYTES`` of fp32 logits unless ``chunk_rows`` says otherwise (its backward
+holds about four such arrays). With z the logits of a row (divided by the temperature), p = softmax(z),
 log p(t) = z_t − logsumexp(z) and H = logsumexp(z) − Σ p z, so
 ∂ log p(t)/∂z = onehot(t) − p and ∂H/∂z = −p ⊙ (log p + H). Exact within float rounding.
 """
@@ -18,6 +19,13 @@ from torch.autograd import Function
 from leantrain.autocast import apply_as_autocast_matmul
 from leantrain.lean.lm_loss import LeanLMHead, backward_through_head, has_plain_lm_head, head_gradients, head_results
 from leantrain.validation import is_positive_int
+
+LOGITS_BYTES = 64 * 2**20  # fp32 logits of one chunk: 341 rows at SmolLM2's 49,152 tokens, 128 at Llama 3's 128,256
+
+
+def rows_for_logits_bytes(vocab_size: int, logits_bytes: int = LOGITS_BYTES) -> int:
+    """Rows whose fp32 logits over ``vocab_size`` tokens fit ``logits_bytes`` (at least one)."""
+    return max(1, logits_bytes // (4 * vocab_size))
 
 
 def _scaled_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float) -> Tensor:
@@ -61,10 +69,12 @@ class ChunkedTokenLogprobsFunction(Function):
         return (grad_hidden, *head_results(grad_weight, grad_bias, weight, bias), None, None, None)
 
 
-def chunked_token_logprobs(hidden: Tensor, head: nn.Module, targets: Tensor, chunk_rows: int = 1024,
+def chunked_token_logprobs(hidden: Tensor, head: nn.Module, targets: Tensor, chunk_rows: int | None = None,
                            temperature: float = 1.0) -> tuple[Tensor, Tensor]:
     """(log p(targets), entropy) of ``head(hidden) / temperature``, shaped like ``targets``; ``hidden``
-    is ``targets.shape + (hidden_size,)``. ``head`` is a linear layer (its ``weight`` and ``bias``)."""
+    is ``targets.shape + (hidden_size,)``. ``head`` is a linear layer (its ``weight`` and ``bias``);
+    ``chunk_rows`` None: ``rows_for_logits_bytes`` of its output size."""
+    chunk_rows = rows_for_logits_bytes(head.weight.shape[0]) if chunk_rows is None else chunk_rows
     if hidden.shape[:-1] != targets.shape:
         raise ValueError(f"hidden of shape {tuple(hidden.shape)} does not match targets of shape "
                          f"{tuple(targets.shape)} (hidden must be targets.shape + (hidden_size,))")
@@ -80,7 +90,7 @@ def chunked_token_logprobs(hidden: Tensor, head: nn.Module, targets: Tensor, chu
 
 
 def token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None,
-                   chunk_rows: int = 1024, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+                   chunk_rows: int | None = None, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
     """Per-token (log p, entropy) of a HF causal LM whose logits are ``lm_head(hidden)``: position i
     scores ``input_ids[:, i + 1]``, so both have shape (B, L − 1), as ``log_softmax(logits[:, :-1])``
     gathered at ``input_ids[:, 1:]`` would give, without the B×L×V logits.

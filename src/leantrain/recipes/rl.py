@@ -46,7 +46,7 @@ from leantrain.recipes.causal_lm import folder_and_tokenizer, load_causal_lm, mo
 from leantrain.rl.collect import Collector, CollectSettings
 from leantrain.rl.rollouts import encode_prompts
 from leantrain.rl.scoring import answer_accuracy
-from leantrain.rl.training_loss import LossSettings, RLLoss, rollout_batch
+from leantrain.rl.training_loss import LossSettings, RLLoss, batched_logprobs, longest_first, rollout_batch
 from leantrain.verify.rewards import RewardFunction
 
 
@@ -86,15 +86,18 @@ class Prepared:
 
 def prepare(config: RLConfig, problems: tuple[Problems, Problems] | None = None, engine: Engine | None = None,
             say: Callable[[str], None] = print) -> Prepared:
-    """``config`` resolved (derived fields, and under ``memory.budget`` the planner's parts for a step of
-    prompts_per_step × rollouts rows of the longest prompt plus max_new_tokens, whose reasoning goes to
-    ``say``), its problems loaded and their prompts encoded. Nothing is written and no model is loaded."""
+    """``config`` resolved (derived fields, and under ``memory.budget`` the planner's parts for a micro-batch of
+    rows of the longest prompt plus max_new_tokens: prompts_per_step × rollouts of them, at most
+    ``engine.micro_tokens`` tokens; its reasoning goes to ``say``), its problems loaded and their prompts
+    encoded. Nothing is written and no model is loaded."""
     config = config.resolved()
     train, held_out = problems or prepare_problems(config)
     folder, tokenizer = folder_and_tokenizer(config.model, engine)
     train_ids = encode_prompts(tokenizer, train.prompts, chat=config.chat)
-    rows = max(1, config.prompts_per_step * config.rollouts // config.engine.grad_accum)
     width = max(len(ids) for ids in train_ids) + config.max_new_tokens
+    rows = max(1, config.prompts_per_step * config.rollouts // config.engine.grad_accum)
+    if config.engine.micro_tokens is not None:  # the micro-batches hold whole rows, one at least
+        rows = min(rows, max(1, config.engine.micro_tokens // width))
     config = planned(config, str(folder), rows, width, say)
     return Prepared(config, train, held_out, folder, tokenizer, train_ids)
 
@@ -196,14 +199,14 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
         with torch.random.fork_rng():
             torch.manual_seed(seed * 1_000_003 + rl_step)
             collected = collector.collect(policy, buffer.cursor)
-        inputs = collected.inputs
+        inputs, advantages = longest_first(collected.inputs, collected.advantages)
         old = ref = None
-        with torch.no_grad(), engine.autocast():
+        with engine.autocast():
             if epochs > 1:  # later epochs need the sampling policy's log-probs
-                old = _logprobs(loss, policy, inputs)
+                old = batched_logprobs(policy, inputs, loss.settings, config.engine.micro_tokens)
             if reference is not None:
-                ref = _logprobs(loss, reference, inputs)
-        buffer.batch = rollout_batch(inputs, collected.advantages, old, ref)
+                ref = batched_logprobs(reference, inputs, loss.settings, config.engine.micro_tokens)
+        buffer.batch = rollout_batch(inputs, advantages, old, ref)
         buffer.rl_step, buffer.cursor = rl_step, collected.next_cursor
         buffer.tokens += int(collected.metrics["generated_tokens"])
         buffer.metrics = collected.metrics
@@ -249,13 +252,6 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
                    "generated_tokens": result.generated_tokens, "train_seconds": result.train_seconds,
                    "eval_seconds": result.eval_seconds, "evaluations": result.records})
     return result
-
-
-def _logprobs(loss: RLLoss, model: nn.Module, inputs) -> Tensor:
-    from leantrain.lean.token_logprobs import token_logprobs
-
-    s = loss.settings
-    return token_logprobs(model, inputs.input_ids, inputs.attention_mask, s.chunk_rows, s.temperature)[0].float()
 
 
 def write_summary_markdown(result: RLResult) -> None:

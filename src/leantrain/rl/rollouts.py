@@ -4,7 +4,10 @@
 samples G completions per prompt (DeepSeekMath §4.1; TRL's ``num_generations``) and DARS gives hard
 prompts more (Yang et al. 2025); a greedy pass (``temperature=0``) is SELF's pre-pass (Nguyen et al.
 2025). Rows are generated ``batch_size`` at a time with left padding and the KV cache, each stops at its
-first end-of-sequence token or after ``max_new_tokens``.
+first end-of-sequence token or after ``max_new_tokens``. The rollout engine (rl/rollout_engine.py) prefills
+each prompt once for its group and drops rows as they end; ``engine="hf"`` runs ``model.generate`` on the
+rows instead, for comparison. ``dtype="bf16"`` generates with a bf16 copy of the weights (LoRA merged), made
+at each call so it follows every update; a model already trained in bf16 without LoRA is used as it is.
 
 Sampling draws from the global torch RNG of the model's device, as ``model.generate`` does: seed it
 (``torch.manual_seed``) or fork it (``torch.random.fork_rng``) around the call to reproduce rollouts;
@@ -13,6 +16,7 @@ the same seed, prompts, counts and ``batch_size`` give the same tokens.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +24,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from leantrain.fp32_matmuls import bf16_matmul_is_native
 from leantrain.generation.continuations import Decoding
+from leantrain.names import ROLLOUT_DTYPES, ROLLOUT_ENGINES
+from leantrain.rl.rollout_engine import left_padded, sample_groups
 from leantrain.validation import is_positive_int
 
 # Generation settings that reshape the sampled distribution, at their neutral values. ``generate`` fills
@@ -80,7 +87,8 @@ class Rollouts:
     are consecutive, prompts in order). ``prompt_ids`` / ``prompt_mask`` (B, P): the prompt, left-padded.
     ``completion_ids`` / ``completion_mask`` (B, C): the completion, right-padded with ``pad_token_id``; the
     mask is 1 up to and including the first end-of-sequence token. ``truncated``: no end-of-sequence
-    token within ``max_new_tokens`` (the row was cut)."""
+    token within ``max_new_tokens`` (the row was cut). ``sample_logprobs`` (B, C): the sampler's log-prob of
+    each completion token (0 after the mask), from the rollout engine; None from ``model.generate``."""
 
     group: Tensor
     prompt_ids: Tensor
@@ -89,6 +97,7 @@ class Rollouts:
     completion_mask: Tensor
     truncated: Tensor
     pad_token_id: int
+    sample_logprobs: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.group)
@@ -170,31 +179,45 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def _left_padded(prompts: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
-    width = max(map(len, prompts), default=0)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-        mask[row, width - len(prompt):] = 1
-    return ids, mask
-
-
 def _right_padded(chunks: list[Tensor], pad: int) -> Tensor:
     width = max((chunk.shape[1] for chunk in chunks), default=0)
     padded = [nn.functional.pad(chunk, (0, width - chunk.shape[1]), value=pad) for chunk in chunks]
     return torch.cat(padded) if padded else torch.empty((0, 0), dtype=torch.long)
 
 
+def generation_model(model: nn.Module, dtype: str) -> nn.Module:
+    """The model that generates rollouts in ``dtype`` ("auto": bf16 where bf16 products are native,
+    ``fp32_matmuls.bf16_matmul_is_native``): ``model`` itself when its weights already are that dtype and it
+    has no LoRA adapters, else a copy in that dtype with the adapters merged into its weights."""
+    if dtype not in ROLLOUT_DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of {', '.join(ROLLOUT_DTYPES)}")
+    device = next(model.parameters()).device
+    if dtype == "auto":
+        dtype = "bf16" if bf16_matmul_is_native(device.type) else "fp32"
+    wanted = torch.bfloat16 if dtype == "bf16" else torch.float32
+    adapters = [module for module in model.modules() if hasattr(module, "merge") and hasattr(module, "lora_A")]
+    if not adapters and all(p.dtype == wanted for p in model.parameters() if p.is_floating_point()):
+        return model
+    copy_of = copy.deepcopy(model)
+    for module in copy_of.modules():
+        if hasattr(module, "merge") and hasattr(module, "lora_A"):
+            module.merge()
+    return copy_of.to(wanted).requires_grad_(False)
+
+
 def generate_rollouts(model: nn.Module, prompt_ids: Sequence[Sequence[int]], counts: Sequence[int], *,
                       max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                       batch_size: int = 64, eos_token_id: int | Sequence[int] | None = None,
-                      pad_token_id: int | None = None) -> Rollouts:
+                      pad_token_id: int | None = None, engine: str = "leantrain", dtype: str = "fp32") -> Rollouts:
     """``counts[i]`` completions of each prompt ``i`` (0 allowed), sampled at ``temperature`` with top-p and
     top-k (1.0 and 0: off, TRL's defaults), or greedy at ``temperature=0``. ``eos_token_id`` (one id or a
     list) and ``pad_token_id`` default to the model's ``generation_config`` (pad: the first EOS id); with no
-    EOS id every row runs to ``max_new_tokens``. Runs in eval mode, restoring each module's mode after."""
+    EOS id every row runs to ``max_new_tokens``. ``engine``: "leantrain" (rl/rollout_engine.py) or "hf"
+    (``model.generate``); ``dtype``: see ``generation_model``. Runs in eval mode, restoring each module's
+    mode after."""
     _check(model, prompt_ids, counts, max_new_tokens, batch_size)
+    if engine not in ROLLOUT_ENGINES:
+        raise ValueError(f"engine={engine!r} is not one of {', '.join(ROLLOUT_ENGINES)}")
     decoding = _decoding(temperature, top_p, top_k)
     eos = _token_ids("eos_token_id", eos_token_id, model.generation_config.eos_token_id)
     pads = _token_ids("pad_token_id", pad_token_id, model.generation_config.pad_token_id) or eos[:1]
@@ -206,19 +229,38 @@ def generate_rollouts(model: nn.Module, prompt_ids: Sequence[Sequence[int]], cou
     pad = pads[0]
     rows = [index for index, count in enumerate(counts) for _ in range(count)]
     prompts = [list(prompt_ids[index]) for index in rows]
-    device = next(model.parameters()).device
-    chunks = []
+    sample_logprobs = None
     with _eval_mode(model), torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            ids, mask = _left_padded(prompts[start:start + batch_size], pad)
-            generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                       max_new_tokens=max_new_tokens, use_cache=True, eos_token_id=eos or None,
-                                       pad_token_id=pad, **_NEUTRAL, **decoding.options())
-            chunks.append(generated[:, ids.shape[1]:].cpu())
-    completion_ids = _right_padded(chunks, pad)
+        generator = generation_model(model, dtype)
+        if engine == "hf":
+            completion_ids = _generated(generator, prompts, max_new_tokens, decoding, eos, pad, batch_size)
+        else:
+            sampled = sample_groups(generator, [list(p) for p in prompt_ids], list(counts),
+                                    max_new_tokens=max_new_tokens, decoding=decoding, eos=eos, pad=pad,
+                                    batch_size=batch_size)
+            completion_ids, sample_logprobs = sampled.tokens, sampled.logprobs
     is_eos = torch.isin(completion_ids, torch.tensor(eos, dtype=torch.long))
     completion_mask = ((is_eos.cumsum(1) - is_eos.long()) == 0).long()  # no EOS before this token
-    prompt_ids_padded, prompt_mask = _left_padded(prompts, pad)
+    width = int(completion_mask.sum(1).max()) if len(rows) else 0
+    completion_ids, completion_mask, is_eos = (t[:, :width] for t in (completion_ids, completion_mask, is_eos))
+    if sample_logprobs is not None:
+        sample_logprobs = sample_logprobs[:, :width] * completion_mask
+    prompt_ids_padded, prompt_mask = left_padded(prompts, pad)
     return Rollouts(group=torch.tensor(rows, dtype=torch.long), prompt_ids=prompt_ids_padded, prompt_mask=prompt_mask,
                     completion_ids=completion_ids.masked_fill(completion_mask == 0, pad),
-                    completion_mask=completion_mask, truncated=~is_eos.any(1), pad_token_id=pad)
+                    completion_mask=completion_mask, truncated=~is_eos.any(1), pad_token_id=pad,
+                    sample_logprobs=sample_logprobs)
+
+
+def _generated(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, decoding: Decoding, eos: list[int],
+               pad: int, batch_size: int) -> Tensor:
+    """The completions ``model.generate`` samples for the rows, ``batch_size`` at a time, right-padded."""
+    device = next(model.parameters()).device
+    chunks = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = left_padded(prompts[start:start + batch_size], pad)
+        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                   max_new_tokens=max_new_tokens, use_cache=True, eos_token_id=eos or None,
+                                   pad_token_id=pad, **_NEUTRAL, **decoding.options())
+        chunks.append(generated[:, ids.shape[1]:].cpu())
+    return _right_padded(chunks, pad)

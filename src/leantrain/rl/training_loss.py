@@ -30,7 +30,8 @@ from leantrain.rl.rollouts import TrainingInputs
 class LossSettings:
     """GRPO loss settings (TRL's names): ``loss_type`` aggregation, PPO clip ``epsilon_low`` /
     ``epsilon_high``, KL coefficient ``beta`` (0: no reference model), ``entropy_bonus``, the sampling
-    ``temperature`` (log-probs are of logits / T, as TRL), ``max_completion_length`` for "dr_grpo"."""
+    ``temperature`` (log-probs are of logits / T, as TRL), ``max_completion_length`` for "dr_grpo";
+    ``chunk_rows`` of the log-prob head (None: as many as fit its ``LOGITS_BYTES``)."""
 
     loss_type: str = "dapo"
     epsilon_low: float = 0.2
@@ -39,7 +40,7 @@ class LossSettings:
     entropy_bonus: float = 0.0
     temperature: float = 1.0
     max_completion_length: int | None = None
-    chunk_rows: int = 1024
+    chunk_rows: int | None = None
 
     def __post_init__(self) -> None:
         if self.loss_type not in POLICY_LOSS_TYPES:
@@ -49,6 +50,34 @@ class LossSettings:
         if not self.temperature > 0:
             raise ValueError(f"temperature={self.temperature!r} must be > 0 (the log-probs of greedy "
                              "rollouts are not a sampling distribution)")
+
+
+def longest_first(inputs: TrainingInputs, advantages: Tensor) -> tuple[TrainingInputs, Tensor]:
+    """The rows ordered by length, longest first (stable), so that each micro-batch trims its own padding."""
+    order = inputs.attention_mask.sum(1).argsort(descending=True, stable=True)
+    return TrainingInputs(*(tensor[order] for tensor in (inputs.input_ids, inputs.attention_mask,
+                                                           inputs.logprob_mask))), advantages[order]
+
+
+def batched_logprobs(model: nn.Module, inputs: TrainingInputs, settings: LossSettings,
+                     micro_tokens: int | None) -> Tensor:
+    """Token log-probs (B, L − 1) of every row, without gradients, in micro-batches of at most ``micro_tokens``
+    tokens (``engine.processes.micro_batch_count``): the old policy's or the reference model's."""
+    from leantrain.engine.processes import micro_batch_count
+
+    rows = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
+            "logprob_mask": inputs.logprob_mask}
+    count = micro_batch_count(rows, 1, 1, micro_tokens)
+    out = torch.zeros(inputs.logprob_mask.shape, dtype=torch.float32)
+    start = 0
+    with torch.no_grad():
+        for piece in zip(*(value.tensor_split(count) for value in rows.values()), strict=True):
+            micro = _trimmed(dict(zip(rows, piece, strict=True)))
+            logprobs = token_logprobs(model, micro["input_ids"], micro["attention_mask"], settings.chunk_rows,
+                                      settings.temperature)[0]
+            out[start:start + len(logprobs), :logprobs.shape[1]] = logprobs.float().cpu()
+            start += len(logprobs)
+    return out
 
 
 def rollout_batch(inputs: TrainingInputs, advantages: Tensor, old_logprobs: Tensor | None = None,
