@@ -1,7 +1,7 @@
 """One RL training step of SmolLM2-135M-Instruct at the RL benchmark's batch: stock (full fine-tuning) vs
 LoRA vs WTA-CRS@0.3 + lean (full and + LoRA) vs layer checkpointing with 8-bit states and the step in
-backward (full and + LoRA), measured side by side; and the generation speed of the rollout path
-(``generate_rollouts``) vs a plain ``model.generate`` on the same batch.
+backward (full and + LoRA), measured side by side; and the generation speed of the rollout engine
+(``generate_rollouts``: each prompt prefilled once, ended rows dropped) vs ``model.generate`` on the same rows.
 
 The batch is built once and every configuration trains on the same tensors: ``--prompts`` chain_sum
 prompts of the built-in "arithmetic" problems (drawn in equal shares from its two strata) through the
@@ -22,8 +22,8 @@ of the step above the RSS just before it (gradients, AdamW states and activation
 step allocates), and the total, that plus the weights (as benchmarks/hyperfit.py reports it). Time:
 median of ``--repeats`` steps after one warm-up step, each configuration in a fresh subprocess of its
 own, one after another (all four in one process outgrow a 24 GiB machine at this batch). Generation:
-the two generators' calls interleaved after a warm-up call each (benchmarks/timing.py), the same seed
-on every call, so each call samples the same tokens and only the time varies.
+the generators' calls interleaved after a warm-up call each (benchmarks/timing.py), the same seed on
+every call; ``--generation-batch`` rows at once. The bf16 generators run only where bf16 products are native.
 
 Run:  .venv/bin/python benchmarks/rl_step.py [--prompts 8 --rollouts 8 --new-tokens 32 --repeats 3]
       [--micro-rows 16] [--chunk-rows 128] [--only memory time generation]
@@ -32,7 +32,6 @@ Run:  .venv/bin/python benchmarks/rl_step.py [--prompts 8 --rollouts 8 --new-tok
 from __future__ import annotations
 
 import argparse
-import ctypes
 import multiprocessing
 import queue
 import shlex
@@ -49,8 +48,10 @@ from torch import Tensor, nn
 
 from leantrain.config import MemoryOptions, OptimConfig
 from leantrain.data.problems import load_problems
+from leantrain.fp32_matmuls import bf16_matmul_is_native
 from leantrain.lean.token_logprobs import LOGITS_BYTES
-from leantrain.memory.peak import MMAP_THRESHOLD_BYTES, cpu_peak_in_subprocess
+from leantrain.memory.allocator import fix_mmap_threshold
+from leantrain.memory.peak import cpu_peak_in_subprocess
 from leantrain.optim.in_backward import StepInBackward
 from leantrain.plan.planner import states_after_a_step
 from leantrain.recipes.causal_lm import model_folder
@@ -60,7 +61,6 @@ from leantrain.rl.training_loss import LossSettings, RLLoss, rollout_batch
 from leantrain.sampling import SamplingConfig
 
 MIB = 2**20
-M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 LR = 1e-6
 SAMPLING = SamplingConfig.from_spec("wtacrs@0.3")
 ADAMW = OptimConfig(lr=LR)
@@ -76,7 +76,9 @@ CONFIGS: dict[str, tuple[MemoryOptions, OptimConfig]] = {
     "checkpointing + 8-bit + step in backward": (MemoryOptions(checkpointing="layers"), LEANEST),
     "checkpointing + 8-bit + step in backward + LoRA r16": (MemoryOptions(lora=16, checkpointing="layers"), LEANEST),
 }
-GENERATORS = ("generate_rollouts", "model.generate")
+# name -> (engine, dtype) of generate_rollouts; the baseline, model.generate on the fp32 weights, first
+GENERATORS = {"model.generate, fp32": ("hf", "fp32"), "model.generate, bf16": ("hf", "bf16"),
+              "rollout engine, fp32": ("leantrain", "fp32"), "rollout engine, bf16": ("leantrain", "bf16")}
 
 
 def load_policy(folder: str | Path) -> nn.Module:
@@ -102,27 +104,6 @@ def benchmark_prompts(tokenizer, count: int, seed: int) -> list[list[int]]:
     return encode_prompts(tokenizer, chosen.prompts)
 
 
-def generated_tokens(completions: Tensor, eos: list[int]) -> int:
-    """Tokens of ``completions`` (B, C) up to and including each row's first EOS."""
-    is_eos = torch.isin(completions, torch.tensor(eos, dtype=completions.dtype))
-    return int(((is_eos.cumsum(1) - is_eos.long()) == 0).sum())
-
-
-def left_padded(prompts: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(prompt)
-        mask[row, width - len(prompt):] = 1
-    return ids, mask
-
-
-def eos_ids(model: nn.Module) -> list[int]:
-    eos = model.generation_config.eos_token_id
-    return [eos] if isinstance(eos, int) else list(eos)
-
-
 def seeded_rollouts(model: nn.Module, prompt_ids: list[list[int]], rollouts_per_prompt: int, new_tokens: int,
                     seed: int) -> Rollouts:
     """``rollouts_per_prompt`` completions of each prompt sampled at T = 1, all rows in one chunk."""
@@ -132,36 +113,31 @@ def seeded_rollouts(model: nn.Module, prompt_ids: list[list[int]], rollouts_per_
 
 
 def generation_speed(model: nn.Module, prompt_ids: list[list[int]], rollouts_per_prompt: int, new_tokens: int,
-                     repeats: int, seed: int) -> tuple[dict[str, float], dict[str, int], Rollouts]:
-    """Generated tokens per second (EOS included, padding not) of ``generate_rollouts`` and of a plain
-    ``model.generate`` on the same left-padded batch (one chunk of all rows), both sampling at T = 1 with
-    the same seed on every call: (median tokens/s, tokens per call, the seeded rollouts)."""
-    rows = [prompt for prompt in prompt_ids for _ in range(rollouts_per_prompt)]
-    eos = eos_ids(model)
-    pad = model.generation_config.pad_token_id
-    pad = eos[0] if pad is None else pad
-    ids, mask = left_padded(rows, pad)
+                     repeats: int, seed: int, batch_size: int) -> tuple[dict[str, float], dict[str, int]]:
+    """Generated tokens per second (EOS included, padding not) of each generator of ``GENERATORS`` on the same
+    rows (``generate_rollouts`` with that engine and dtype, ``batch_size`` rows at once), sampling at T = 1 with
+    the same seed on every call: (median tokens/s, tokens per call)."""
     tokens: dict[str, int] = {}
-    first: list[Rollouts] = []
 
     def run(name: str) -> float:
+        engine, dtype = GENERATORS[name]
+        torch.manual_seed(seed)
         start = time.perf_counter()
-        if name == "generate_rollouts":
-            rollouts = seeded_rollouts(model, prompt_ids, rollouts_per_prompt, new_tokens, seed)
-            seconds = time.perf_counter() - start
-            first.append(rollouts)
-            tokens[name] = int(rollouts.completion_lengths.sum())
-        else:
-            torch.manual_seed(seed)
-            with torch.no_grad():
-                out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
-                                     max_new_tokens=new_tokens, pad_token_id=pad)
-            seconds = time.perf_counter() - start
-            tokens[name] = generated_tokens(out[:, ids.shape[1]:], eos)
+        rollouts = generate_rollouts(model, prompt_ids, [rollouts_per_prompt] * len(prompt_ids),
+                                     max_new_tokens=new_tokens, temperature=1.0, batch_size=batch_size,
+                                     engine=engine, dtype=dtype)
+        seconds = time.perf_counter() - start
+        tokens[name] = int(rollouts.completion_lengths.sum())
         return tokens[name] / seconds
 
-    speeds = interleaved_medians(run, GENERATORS, repeats)  # medians of tokens/s, not of seconds
-    return speeds, tokens, first[0]
+    speeds = interleaved_medians(run, list(generators()), repeats)  # medians of tokens/s, not of seconds
+    return speeds, tokens
+
+
+def generators() -> dict[str, tuple[str, str]]:
+    """The generators measured: both engines in fp32, and in bf16 where bf16 products are native here (on a
+    CPU without bf16 units a bf16 product runs in fp32 copies, fp32_matmuls.py: slower, not faster)."""
+    return {name: spec for name, spec in GENERATORS.items() if spec[1] == "fp32" or bf16_matmul_is_native("cpu")}
 
 
 def rl_batch(rollouts: Rollouts, seed: int) -> dict[str, Tensor]:
@@ -274,7 +250,7 @@ def _time_steps(spec: RLStepSpec, repeats: int, results) -> None:
     try:
         # glibc's fixed mmap threshold, as in the peak subprocess: freed activations go back to the OS instead
         # of piling up in a fragmented heap (the stock step's RSS grew past 12 GiB on its second step without)
-        if ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) != 1:
+        if not fix_mmap_threshold():
             raise RuntimeError("mallopt(M_MMAP_THRESHOLD) failed")
         step = spec()
         timed_rl_step(*step)  # warm-up
@@ -317,10 +293,10 @@ def time_table(specs: dict[str, RLStepSpec], repeats: int) -> str:
 
 def generation_table(speeds: dict[str, float], tokens: dict[str, int], rows: int, new_tokens: int,
                      repeats: int) -> str:
-    base = speeds[GENERATORS[1]]
+    base = speeds["model.generate, fp32"]
     lines = [f"| generator ({rows} rows, max {new_tokens} new tokens, T = 1) | generated tokens per call | "
-             f"tokens/s (median of {repeats}) | vs model.generate |", "|---|---|---|---|"]
-    lines += [f"| {name} | {tokens[name]} | {speeds[name]:.1f} | {speeds[name] / base:.2f}x |" for name in GENERATORS]
+             f"tokens/s (median of {repeats}) | vs model.generate fp32 |", "|---|---|---|---|"]
+    lines += [f"| {name} | {tokens[name]} | {speeds[name]:.1f} | {speeds[name] / base:.2f}x |" for name in speeds]
     return "\n".join(lines)
 
 
@@ -334,6 +310,7 @@ def main() -> None:
     parser.add_argument("--micro-rows", type=int, default=None, help="micro-batch rows (default: the whole batch)")
     parser.add_argument("--chunk-rows", type=int, default=None,
                         help="rows per chunk of the log-prob head (default: LossSettings' 1024)")
+    parser.add_argument("--generation-batch", type=int, default=64, help="rows generated at once (64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", choices=("memory", "time", "generation"),
                         default=["memory", "time", "generation"])
@@ -345,10 +322,9 @@ def main() -> None:
     prompt_ids = benchmark_prompts(AutoTokenizer.from_pretrained(folder), args.prompts, args.seed)
     rows = args.prompts * args.rollouts
     if "generation" in args.only:
-        speeds, tokens, rollouts = generation_speed(model, prompt_ids, args.rollouts, args.new_tokens, args.repeats,
-                                                    args.seed)
-    else:
-        rollouts = seeded_rollouts(model, prompt_ids, args.rollouts, args.new_tokens, args.seed)
+        speeds, tokens = generation_speed(model, prompt_ids, args.rollouts, args.new_tokens, args.repeats, args.seed,
+                                          args.generation_batch)
+    rollouts = seeded_rollouts(model, prompt_ids, args.rollouts, args.new_tokens, args.seed)
     del model
     batch = rl_batch(rollouts, args.seed)
     lengths = [len(p) for p in prompt_ids]

@@ -65,6 +65,7 @@ import torch
 from torch import nn
 
 from leantrain.config import MemoryOptions, OptimConfig, describe_parts
+from leantrain.memory.allocator import fix_mmap_threshold
 
 MIB = 2**20
 LR = 1e-5
@@ -196,7 +197,7 @@ def _child(name: str, setup: Setup, model_name: str, batch: int, seq: int, steps
     try:
         libc = ctypes.CDLL("libc.so.6")
         if memory:
-            libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD, as memory/peak.py: RSS follows the live bytes
+            fix_mmap_threshold()  # as memory/peak.py: RSS follows the live bytes
         import bitsandbytes  # noqa: F401  every configuration's libraries are loaded before the baseline,
         import torchao.optim  # noqa: F401  so that none is charged for code it imports
         import trl  # noqa: F401

@@ -195,14 +195,21 @@ def test_the_command_line_trains_and_evaluates_pass_at_k(tmp_path, tiny_model, p
     # a default that depends on another is derived, not refused: 64 evaluated problems, at most --held-out
     assert cli_main(["rl", "--model", tiny_model, "--data", problems_file, "--held-out", "5", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["eval_problems"] == 5
-    # the planner's parts for the step (8 prompts x 8 rollouts here: stock ~35 MiB, lean ~21 MiB), written nowhere
+    # the planner's parts for a micro-batch (20 rows of 51 tokens: stock ~11 MiB, lean less) in what the rollouts
+    # leave (2 MiB), written nowhere
     assert cli_main(["rl", "--model", tiny_model, "--data", problems_file, "--held-out", "8", "--memory-budget",
-                     "28MiB", "--print-config", "--out", str(tmp_path / "planned")]) == 0
+                     "9MiB", "--print-config", "--out", str(tmp_path / "planned")]) == 0
     printed = capsys.readouterr()
     planned = json.loads(printed.out)
-    assert "memory plan for a budget of 28 MiB" in printed.err and "chosen" in printed.err
-    assert planned["memory"]["budget"] == 28 * 2**20 and planned["memory"]["lean"] is True
+    assert "rollouts: 2.0 MiB beyond the weights" in printed.err
+    assert "memory plan for a budget of 7 MiB" in printed.err and "chosen" in printed.err
+    assert planned["memory"]["budget"] == 9 * 2**20 and planned["memory"]["lean"] is True
     assert not (tmp_path / "planned").exists()
+    assert cli_main(["rl", "--model", tiny_model, "--data", problems_file, "--held-out", "8", "--memory-budget",
+                     "1MiB", "--out", str(tmp_path / "refused")]) == 2
+    assert "generating the rollouts alone needs 2 MiB beyond the weights, more than --memory-budget 1 MiB" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()  # refused before the run folder is made
 
 
 def two_step_records(config: RLConfig) -> list[dict]:

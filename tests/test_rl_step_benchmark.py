@@ -25,20 +25,16 @@ def setup(tmp_path_factory):
                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                                  bos_token_id=2, eos_token_id=1)).save_pretrained(folder)
     model = rl_step.load_policy(folder)
-    speeds, tokens, rollouts = rl_step.generation_speed(model, PROMPTS, 2, 6, repeats=1, seed=0)
-    assert set(speeds) == set(tokens) == set(rl_step.GENERATORS)
+    speeds, tokens = rl_step.generation_speed(model, PROMPTS, 2, 6, repeats=1, seed=0, batch_size=8)
+    assert set(speeds) == set(tokens) == set(rl_step.generators()) >= {"model.generate, fp32", "rollout engine, fp32"}
     assert all(speed > 0 for speed in speeds.values()) and all(count > 0 for count in tokens.values())
-    assert tokens["generate_rollouts"] == int(rollouts.completion_lengths.sum()) and len(rollouts) == 8
+    rollouts = rl_step.seeded_rollouts(model, PROMPTS, 2, 6, seed=0)
+    assert tokens["rollout engine, fp32"] == int(rollouts.completion_lengths.sum()) and len(rollouts) == 8
     batch = rl_step.rl_batch(rollouts, seed=0)
     assert batch["advantages"].abs().sum() > 0
     path = folder / "batch.pt"
     torch.save(batch, path)
     return str(folder), str(path), batch
-
-
-def test_generated_tokens_count_through_the_first_eos():
-    completions = torch.tensor([[4, 1, 1, 1], [4, 5, 6, 7], [1, 3, 1, 3]])
-    assert rl_step.generated_tokens(completions, [1]) == 2 + 4 + 1
 
 
 @pytest.mark.parametrize("name", list(rl_step.CONFIGS))

@@ -35,6 +35,7 @@ POLICY_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 RL_ALGORITHMS = ("grpo", "dars-et", "dars-hw", "dars-b", "self")
 ROLLOUT_ENGINES = ("leantrain", "hf")  # rl/rollout_engine.py; transformers' model.generate
 ROLLOUT_DTYPES = ("auto", "fp32", "bf16")  # auto: bf16 where its products are native (fp32_matmuls.py)
+TIS_LEVELS = ("token", "sequence")  # truncated importance sampling (rl/importance_sampling.py)
 # Learning-rate schedules (schedules/__init__.py).
 SCHEDULES = ("constant", "cosine", "linear", "wsd", "power", "rex", "refined")
 # The schedules a training run can follow from its first step ("refined" needs an earlier run's gradient norms).

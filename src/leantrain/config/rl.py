@@ -11,15 +11,23 @@ from typing import Any
 from leantrain.config import seeded_sampling
 from leantrain.config.engine import EngineConfig
 from leantrain.config.fields import check_sections, from_dict, setting
-from leantrain.config.memory import MemoryOptions
+from leantrain.config.memory import MemoryOptions, optional_choice
 from leantrain.config.optim import OptimConfig
-from leantrain.names import ADVANTAGE_SCALES, POLICY_LOSS_TYPES, RL_ALGORITHMS
+from leantrain.names import (
+    ADVANTAGE_SCALES,
+    POLICY_LOSS_TYPES,
+    RL_ALGORITHMS,
+    ROLLOUT_DTYPES,
+    ROLLOUT_ENGINES,
+    TIS_LEVELS,
+)
 from leantrain.validation import require_count, require_positive_ints
 
 LR = 1e-5  # the policy's learning rate when ``optim.lr`` is None
 # The RL step is lean by default with the exact parts: micro-batches of at most MICRO_TOKENS tokens whatever the
 # number of rollouts (DARS allocates more to hard prompts), layer checkpointing, and the chunked log-prob head.
-MICRO_TOKENS = 4096
+# At SmolLM2-135M, 1,024 tokens train as fast as 4,096 and peak 1.1 GiB lower (BENCHMARKS.md).
+MICRO_TOKENS = 1024
 
 # What each algorithm changes from GRPO's settings; a field set in RLConfig wins over its entry here.
 ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -64,7 +72,18 @@ class RLConfig:
     temperature: float = setting(1.0, "sampling temperature")
     top_p: float = setting(1.0, "nucleus sampling (1: off)")
     self_refill: bool = setting(False, "self: draw prompts until the step is full")
-    generation_batch: int = setting(64, "rows generated at once")
+    generation_batch: int = setting(64, "rows generated at once", aliases=("--rollout-batch",))
+    rollout_engine: str = setting("leantrain", "leantrain: each prompt prefilled once for its group, ended rows "
+                                               "dropped; hf: model.generate on every row", choices=ROLLOUT_ENGINES)
+    rollout_dtype: str = setting("auto", "the weights rollouts are generated with: bf16 (a copy, LoRA merged, "
+                                         "unless the trained weights are bf16) or fp32; auto: bf16 where bf16 "
+                                         "products are native (GPU, AVX-512-BF16/AMX CPUs) or the weights are bf16",
+                                 choices=ROLLOUT_DTYPES)
+    tis: str | None = setting(None, "truncated importance sampling of tokens sampled with other weights than the "
+                                    "trained ones (bf16 rollouts): token or sequence ratios exp(logp_train - "
+                                    "logp_sample), capped at --tis-cap (none: off)", choices=(*TIS_LEVELS, "none"),
+                              parse=optional_choice)
+    tis_cap: float = setting(3.0, "the cap of the importance ratios (TRL's default)")
     loss_type: str = setting("dapo", "token aggregation of the policy loss", choices=POLICY_LOSS_TYPES)
     scale: str | None = setting(None, "advantage scaling (none: group; none for DARS, as its released runs)",
                                 choices=ADVANTAGE_SCALES)
@@ -100,6 +119,15 @@ class RLConfig:
             raise ValueError(f"RLConfig.temperature={self.temperature!r} must be > 0 (rollouts are sampled)")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"RLConfig.top_p={self.top_p!r} must be in (0, 1]")
+        if self.rollout_engine not in ROLLOUT_ENGINES:
+            raise ValueError(f"RLConfig.rollout_engine={self.rollout_engine!r} is not one of "
+                             f"{', '.join(ROLLOUT_ENGINES)}")
+        if self.rollout_dtype not in ROLLOUT_DTYPES:
+            raise ValueError(f"RLConfig.rollout_dtype={self.rollout_dtype!r} is not one of {', '.join(ROLLOUT_DTYPES)}")
+        if self.tis is not None and self.tis not in TIS_LEVELS:
+            raise ValueError(f"RLConfig.tis={self.tis!r} is not one of {', '.join(TIS_LEVELS)} or None")
+        if not (math.isfinite(self.tis_cap) and self.tis_cap >= 1):
+            raise ValueError(f"RLConfig.tis_cap={self.tis_cap!r} must be a finite number >= 1")
         if self.scale is not None and self.scale not in ADVANTAGE_SCALES:
             raise ValueError(f"RLConfig.scale={self.scale!r} is not one of {', '.join(ADVANTAGE_SCALES)}")
         for name in ("beta", "entropy_bonus"):

@@ -63,8 +63,9 @@ def row_lengths(batch: Batch) -> Tensor:
 
 def micro_batch_count(batch: Batch, world_size: int, grad_accum: int, micro_tokens: int | None) -> int:
     """Micro-batches per process: ``grad_accum``, or more until every micro-batch of every process holds at
-    most ``micro_tokens`` tokens (its rows × its longest row; a single row longer than that is a micro-batch of
-    its own). The same on every process, which all see the global batch: FSDP2 gathers per forward."""
+    most ``micro_tokens`` tokens (its rows × its longest row), or else one per row of the smallest share (a
+    row longer than that is a micro-batch of its own; a larger share then has micro-batches of two rows).
+    The same on every process, which all see the global batch: FSDP2 gathers per forward."""
     if micro_tokens is None:
         return grad_accum
     shares = row_lengths(batch).tensor_split(world_size)

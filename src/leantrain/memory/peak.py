@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from leantrain.memory.allocator import fix_mmap_threshold
 from leantrain.memory.step import training_step
 
 Step = tuple[nn.Module, "dict[str, Tensor] | Tensor", "torch.optim.Optimizer | None"]
@@ -83,15 +84,11 @@ def _warm_up() -> None:
     torch.optim.AdamW(layer.parameters()).step()
 
 
-_M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h); setting it also stops glibc from sliding it
-MMAP_THRESHOLD_BYTES = 64 * 1024
-
-
 def _child(build: Callable[[], Step], results: multiprocessing.Queue) -> None:
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        if libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) != 1:
+        if not fix_mmap_threshold():  # RSS follows the live bytes (memory/allocator.py)
             raise RuntimeError("mallopt(M_MMAP_THRESHOLD) failed")
+        libc = ctypes.CDLL("libc.so.6")
         _warm_up()
         if hasattr(build, "warm"):
             build.warm()

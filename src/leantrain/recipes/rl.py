@@ -41,10 +41,12 @@ from leantrain.engine import Engine, RunPlan, TrainTask
 from leantrain.engine.loop import CHECKPOINT, CONFIG
 from leantrain.engine.state import load_model_state
 from leantrain.io import load_checkpoint
-from leantrain.plan.planner import planned
+from leantrain.memory.allocator import trim_heap
+from leantrain.plan.planner import MIB, planned
 from leantrain.recipes.causal_lm import folder_and_tokenizer, load_causal_lm, model_folder
 from leantrain.rl.collect import Collector, CollectSettings
-from leantrain.rl.rollouts import encode_prompts
+from leantrain.rl.rollout_engine import generation_bytes
+from leantrain.rl.rollouts import encode_prompts, rollout_dtype
 from leantrain.rl.scoring import answer_accuracy
 from leantrain.rl.training_loss import LossSettings, RLLoss, batched_logprobs, longest_first, rollout_batch
 from leantrain.verify.rewards import RewardFunction
@@ -57,14 +59,15 @@ def collect_settings(config: RLConfig) -> CollectSettings:
                            max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
                            scale=config.scale, dars_rule=algorithm.get("dars_rule", "et"),
                            max_rollouts=config.max_rollouts, drop_zero_variance=algorithm["drop_zero_variance"],
-                           self_refill=config.self_refill, batch_size=config.generation_batch)
+                           self_refill=config.self_refill, batch_size=config.generation_batch,
+                           engine=config.rollout_engine, dtype=config.rollout_dtype)
 
 
 def loss_settings(config: RLConfig) -> LossSettings:
     """The policy loss of the resolved ``config`` (rl/training_loss.py)."""
     return LossSettings(loss_type=config.loss_type, epsilon_low=config.epsilon_low, epsilon_high=config.epsilon_high,
                         beta=config.beta, entropy_bonus=config.entropy_bonus, temperature=config.temperature,
-                        max_completion_length=config.max_new_tokens)
+                        max_completion_length=config.max_new_tokens, tis=config.tis, tis_cap=config.tis_cap)
 
 
 def prepare_problems(config: RLConfig) -> tuple[Problems, Problems]:
@@ -88,7 +91,8 @@ def prepare(config: RLConfig, problems: tuple[Problems, Problems] | None = None,
             say: Callable[[str], None] = print) -> Prepared:
     """``config`` resolved (derived fields, and under ``memory.budget`` the planner's parts for a micro-batch of
     rows of the longest prompt plus max_new_tokens: prompts_per_step × rollouts of them, at most
-    ``engine.micro_tokens`` tokens; its reasoning goes to ``say``), its problems loaded and their prompts
+    ``engine.micro_tokens`` tokens, in the budget that generating the rollouts leaves; its reasoning goes to
+    ``say``), its problems loaded and their prompts
     encoded. Nothing is written and no model is loaded."""
     config = config.resolved()
     train, held_out = problems or prepare_problems(config)
@@ -98,8 +102,32 @@ def prepare(config: RLConfig, problems: tuple[Problems, Problems] | None = None,
     rows = max(1, config.prompts_per_step * config.rollouts // config.engine.grad_accum)
     if config.engine.micro_tokens is not None:  # the micro-batches hold whole rows, one at least
         rows = min(rows, max(1, config.engine.micro_tokens // width))
-    config = planned(config, str(folder), rows, width, say)
+    budget = config.memory.budget
+    if budget is not None:  # the step is planned in what generating the rollouts leaves
+        generating, dtype = rollout_bytes(config, folder, width)
+        say(f"rollouts: {generating / MIB:,.1f} MiB beyond the weights (the KV cache and next-token logits of "
+            f"{config.generation_batch} rows of up to {width} tokens, generated in {dtype})")
+        if generating >= budget:
+            raise ValueError(f"generating the rollouts alone needs {generating / MIB:,.0f} MiB beyond the weights, "
+                             f"more than --memory-budget {budget / MIB:,.0f} MiB: lower --rollout-batch "
+                             f"({config.generation_batch}) or --max-new-tokens ({config.max_new_tokens})")
+        config = replace(config, memory=replace(config.memory, budget=budget - generating))
+        config = planned(config, str(folder), rows, width, say)
+        config = replace(config, memory=replace(config.memory, budget=budget))
     return Prepared(config, train, held_out, folder, tokenizer, train_ids)
+
+
+def rollout_bytes(config: RLConfig, folder: Path, width: int) -> tuple[int, str]:
+    """(bytes, dtype): what generating ``config``'s rollouts holds beyond the trained weights
+    (``generation_bytes``, a copy of the weights included when generating in another dtype), and in which
+    dtype it generates."""
+    from leantrain.models.presets import meta_model
+
+    weights = getattr(torch, config.optim.dtype)
+    model = meta_model(str(folder)).to(weights)
+    dtype = rollout_dtype(config.rollout_dtype, "cuda" if torch.cuda.is_available() else "cpu", weights)
+    copy = "" if dtype == weights else " (a copy of the weights)"
+    return generation_bytes(model, config.generation_batch, width, dtype), str(dtype).removeprefix("torch.") + copy
 
 
 def prompt_stream(problems: Problems, seed: int) -> Callable[[int], int]:
@@ -195,6 +223,7 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
     clock = {"last": time.perf_counter(), "eval": 0.0}
 
     def new_rollouts(rl_step: int) -> None:
+        trim_heap()  # the last update's freed gradients back to the OS before generating
         policy = engine.unwrapped()
         with torch.random.fork_rng():
             torch.manual_seed(seed * 1_000_003 + rl_step)
@@ -226,6 +255,7 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
                                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if loss.last is not None:
             extras["clip_region"] = float(loss.last.clip_region)
+        extras.update(loss.take_mismatch())  # the sampler's log-probs against the trained weights' (bf16 rollouts)
         if (update - 1) % epochs == 0:  # the first update of an RL step carries its rollouts
             extras.update(buffer.metrics)
             extras["train_seconds"] = seconds - buffer.metrics["generation_seconds"]
@@ -234,8 +264,12 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
     def finished(update: int) -> bool:
         return config.token_budget is not None and update % epochs == 0 and buffer.tokens >= config.token_budget
 
+    def trimmed_loss(model: nn.Module, micro: Mapping[str, Tensor]) -> Tensor:
+        trim_heap()  # the last micro-batch's and the rollouts' freed pages back to the OS (memory/allocator.py)
+        return loss(model, micro)
+
     task = TrainTask(
-        model=model, batch=batch, loss=loss, optim=config.optim,
+        model=model, batch=batch, loss=trimmed_loss, optim=config.optim,
         evaluate=None if evaluated is None else (
             lambda engine: greedy_accuracy(engine.unwrapped(), tokenizer, evaluated, eval_ids, config)),
         run_config=to_dict(config), record_extras=record_extras,

@@ -43,7 +43,8 @@ class CollectSettings:
     """How one step's rollouts are drawn (see the module docstring). ``prompts``: prompts per step
     (SELF: prompts checked per draw); ``rollouts``: completions per prompt (DARS: in round 1);
     ``dars_rule`` / ``max_rollouts``: DARS's rule and its cap N_max; ``scale``: the advantage scaling;
-    ``drop_zero_variance``: drop groups with no learning signal (DARS's filter)."""
+    ``drop_zero_variance``: drop groups with no learning signal (DARS's filter); ``engine`` / ``dtype``: how the
+    rollouts are generated (``generate_rollouts``)."""
 
     algorithm: str
     prompts: int
@@ -57,6 +58,8 @@ class CollectSettings:
     drop_zero_variance: bool = False
     self_refill: bool = False
     batch_size: int = 64
+    engine: str = "leantrain"
+    dtype: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,9 @@ def concat_inputs(parts: list[TrainingInputs], pad: int) -> TrainingInputs:
         return torch.cat([nn.functional.pad(getattr(part, name), (0, width - shift - getattr(part, name).shape[1]),
                                             value=value) for part in parts])
 
-    return TrainingInputs(padded("input_ids", pad), padded("attention_mask", 0), padded("logprob_mask", 0, 1))
-
-
-def _subset(inputs: TrainingInputs, keep: Tensor) -> TrainingInputs:
-    return TrainingInputs(inputs.input_ids[keep], inputs.attention_mask[keep], inputs.logprob_mask[keep])
+    sampled = all(part.sample_logprobs is not None for part in parts)
+    return TrainingInputs(padded("input_ids", pad), padded("attention_mask", 0), padded("logprob_mask", 0, 1),
+                          padded("sample_logprobs", 0, 1) if sampled else None)
 
 
 class Collector:
@@ -105,7 +106,8 @@ class Collector:
         started = time.perf_counter()
         rollouts = generate_rollouts(policy, [self.prompt_ids[i] for i in problems], counts,
                                      max_new_tokens=s.max_new_tokens, temperature=temperature,
-                                     top_p=s.top_p if temperature else 1.0, batch_size=s.batch_size)
+                                     top_p=s.top_p if temperature else 1.0, batch_size=s.batch_size,
+                                     engine=s.engine, dtype=s.dtype)
         self.generation_seconds += time.perf_counter() - started
         self.generated_tokens += int(rollouts.completion_lengths.sum())
         return rollouts
@@ -149,7 +151,7 @@ class Collector:
             "generation_seconds": self.generation_seconds,
         })
         problem_of_row = torch.tensor(problems, dtype=torch.long)[group]
-        return StepRollouts(_subset(inputs, keep), advantages.values[keep], problem_of_row[keep], cursor, metrics)
+        return StepRollouts(inputs.rows(keep), advantages.values[keep], problem_of_row[keep], cursor, metrics)
 
     def _dars_round_two(self, policy: nn.Module, problems: list[int], group: Tensor, rewards: Tensor,
                         metrics: dict[str, float]) -> tuple[Rollouts | None, Tensor]:

@@ -113,7 +113,7 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor | None, advan
                 kl_bias_correction: bool | None = None, loss_type: str = "dapo",
                 max_completion_length: int | None = None,
                 num_items_in_batch: int | float | torch.Tensor | None = None, num_processes: int = 1,
-                gradient_accumulation_steps: int = 1) -> PolicyLoss:
+                gradient_accumulation_steps: int = 1, importance_weights: torch.Tensor | None = None) -> PolicyLoss:
     """Clipped-surrogate GRPO loss of one micro-batch (PPO Eq. 7 in DeepSeekMath Eq. 3; TRL semantics).
 
     ``logprobs``: (B, T) log-probs of the completion tokens under the policy being trained (with
@@ -127,7 +127,9 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor | None, advan
     times ``ρ`` unless ``kl_bias_correction=False`` (``None``: True, TRL's default).
     ``num_items_in_batch`` ("dapo"): active tokens of every micro-batch of the optimizer step summed
     over all ``num_processes`` processes (default: this ``mask``'s count, allowed only for one
-    micro-batch on one process). See the module docstring for ``loss_type``.
+    micro-batch on one process). See the module docstring for ``loss_type``. ``importance_weights`` (B, T):
+    multiply each token's surrogate (not its KL term), as TRL applies truncated importance sampling
+    (rl/importance_sampling.py).
     """
     epsilon_high = epsilon_low if epsilon_high is None else epsilon_high
     if not isinstance(logprobs, torch.Tensor) or logprobs.dim() != 2 or not logprobs.is_floating_point():
@@ -142,6 +144,8 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor | None, advan
         _check_shape("old_logprobs", old_logprobs, shape)
     if ref_logprobs is not None:
         _check_shape("ref_logprobs", ref_logprobs, shape)
+    if importance_weights is not None:
+        _check_shape("importance_weights", importance_weights, shape)
     if not isinstance(advantages, torch.Tensor) or advantages.shape not in (shape[:1], shape):
         got = tuple(advantages.shape) if isinstance(advantages, torch.Tensor) else type(advantages).__name__
         raise ValueError(f"advantages must have shape ({shape[0]},) or {tuple(shape)}, got {got}")
@@ -153,6 +157,8 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor | None, advan
     ratio = torch.exp(logprobs - old)
     clipped = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)
     per_token = -torch.min(ratio * advantages, clipped * advantages)
+    if importance_weights is not None:
+        per_token = per_token * importance_weights.to(per_token.dtype)
     kl = None
     if beta > 0.0:
         log_ref_over_policy = ref_logprobs - logprobs

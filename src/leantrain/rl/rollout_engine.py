@@ -140,6 +140,21 @@ def _decode(forward: _Forward, prompts: list[list[int]], copies: list[int], max_
     return Sampled(tokens.cpu(), logprobs.cpu())
 
 
+def generation_bytes(model: nn.Module, rows: int, length: int, dtype: torch.dtype) -> int:
+    """Bytes that generating ``rows`` rows of up to ``length`` tokens holds beyond the trained weights: the KV
+    cache twice (compacting builds the new cache before the old one is freed), four fp32 arrays of next-token
+    logits (logits, scores, probabilities, log-probabilities), and a copy of the weights when ``dtype`` is not
+    theirs (``generation_model``). ``model`` may be on the meta device."""
+    config = model.config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    element = torch.finfo(dtype).bits // 8
+    cache = 2 * config.num_hidden_layers * heads * head_dim * length * rows * element
+    weights = list(model.parameters())
+    copy = 0 if all(p.dtype == dtype for p in weights) else sum(p.numel() for p in weights) * element
+    return 2 * cache + 4 * rows * config.vocab_size * 4 + copy
+
+
 def sample_groups(model: nn.Module, prompt_ids: list[list[int]], counts: list[int], *, max_new_tokens: int,
                   decoding: Decoding, eos: list[int], pad: int, batch_size: int,
                   check_every: int = CHECK_EVERY) -> Sampled:

@@ -74,11 +74,18 @@ class TrainingInputs:
     """The training forward's batch: each row is its prompt then its completion (through its first EOS),
     right-padded, so every real token sits at the position it had during generation (exact for absolute
     position embeddings too). ``logprob_mask`` (B, L − 1) is 1 where ``token_logprobs(model, input_ids,
-    attention_mask)`` scores a completion token: the mask for ``policy_loss``."""
+    attention_mask)`` scores a completion token: the mask for ``policy_loss``. ``sample_logprobs`` (B, L − 1):
+    the sampler's log-prob of the token each column scores (0 off the mask), when the rollouts carry them."""
 
     input_ids: Tensor
     attention_mask: Tensor
     logprob_mask: Tensor
+    sample_logprobs: Tensor | None = None
+
+    def rows(self, index: Tensor) -> TrainingInputs:
+        """These inputs at the rows ``index`` selects (a boolean mask or indices, in their order)."""
+        return TrainingInputs(self.input_ids[index], self.attention_mask[index], self.logprob_mask[index],
+                              None if self.sample_logprobs is None else self.sample_logprobs[index])
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,12 @@ class Rollouts:
         input_ids = torch.where(attention_mask.bool(), full.gather(1, source), self.pad_token_id)
         scored = columns[1:]  # logprob column i scores input_ids[:, i + 1]
         logprob_mask = ((scored >= prompt_lengths) & (scored < ends)).long()
-        return TrainingInputs(input_ids=input_ids, attention_mask=attention_mask, logprob_mask=logprob_mask)
+        sampled = None
+        if self.sample_logprobs is not None:  # gathered as the tokens are, then shifted as the log-probs
+            both = torch.cat([torch.zeros(self.prompt_ids.shape), self.sample_logprobs], dim=1)
+            sampled = both.gather(1, source)[:, 1:] * logprob_mask
+        return TrainingInputs(input_ids=input_ids, attention_mask=attention_mask, logprob_mask=logprob_mask,
+                              sample_logprobs=sampled)
 
 
 def _decoding(temperature: float, top_p: float, top_k: int) -> Decoding:
@@ -185,18 +197,26 @@ def _right_padded(chunks: list[Tensor], pad: int) -> Tensor:
     return torch.cat(padded) if padded else torch.empty((0, 0), dtype=torch.long)
 
 
-def generation_model(model: nn.Module, dtype: str) -> nn.Module:
-    """The model that generates rollouts in ``dtype`` ("auto": bf16 where bf16 products are native,
-    ``fp32_matmuls.bf16_matmul_is_native``): ``model`` itself when its weights already are that dtype and it
-    has no LoRA adapters, else a copy in that dtype with the adapters merged into its weights."""
+def rollout_dtype(dtype: str, device_type: str, weights: torch.dtype) -> torch.dtype:
+    """The torch dtype of ``dtype``; "auto": bf16 where bf16 products are native on ``device_type`` or the
+    trained ``weights`` are bf16 already (no copy), else fp32."""
     if dtype not in ROLLOUT_DTYPES:
         raise ValueError(f"dtype={dtype!r} is not one of {', '.join(ROLLOUT_DTYPES)}")
-    device = next(model.parameters()).device
     if dtype == "auto":
-        dtype = "bf16" if bf16_matmul_is_native(device.type) else "fp32"
-    wanted = torch.bfloat16 if dtype == "bf16" else torch.float32
-    adapters = [module for module in model.modules() if hasattr(module, "merge") and hasattr(module, "lora_A")]
-    if not adapters and all(p.dtype == wanted for p in model.parameters() if p.is_floating_point()):
+        dtype = "bf16" if bf16_matmul_is_native(device_type) or weights == torch.bfloat16 else "fp32"
+    return torch.bfloat16 if dtype == "bf16" else torch.float32
+
+
+def generation_model(model: nn.Module, dtype: str) -> nn.Module:
+    """The model that generates rollouts in ``dtype`` (``rollout_dtype``): ``model`` itself when its weights
+    already are that dtype (LoRA adapters stay unmerged: merging them in a copy would cost a second model), else
+    a copy in that dtype with the adapters merged into its weights. A model sharded over processes (FSDP2)
+    generates with its own weights: a copy of one shard is not a model."""
+    first = next(model.parameters())
+    wanted = rollout_dtype(dtype, first.device.type, first.dtype)
+    if any(type(p).__name__ == "DTensor" for p in model.parameters()):
+        return model
+    if all(p.dtype == wanted for p in model.parameters() if p.is_floating_point()):
         return model
     copy_of = copy.deepcopy(model)
     for module in copy_of.modules():

@@ -9,7 +9,9 @@ over micro-batches and processes Σ tokens / (tokens of the step), DAPO's token 
 step (TRL's ``num_items_in_batch``). ``"grpo"`` and ``"dr_grpo"`` are row means already; ``"bnpo"``
 is TRL's per-micro-batch token mean. Log-probs come from the chunked head (lean/token_logprobs.py),
 which never holds the B×L×V logits; an entropy bonus (verl's ``entropy_coeff``, 0.001 in the DARS
-runs) subtracts ``entropy_bonus`` × the token-mean entropy.
+runs) subtracts ``entropy_bonus`` × the token-mean entropy. When the batch carries the sampler's
+log-probs, the sampler-trainer mismatch is summed per update (``take_mismatch``), and ``tis`` weighs the
+tokens by truncated importance sampling (rl/importance_sampling.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 
 from leantrain.lean.token_logprobs import token_logprobs
 from leantrain.names import POLICY_LOSS_TYPES
+from leantrain.rl.importance_sampling import TIS_CAP, TIS_LEVELS, mismatch, truncated_importance_weights
 from leantrain.rl.policy_loss import PolicyLoss, policy_loss
 from leantrain.rl.rollouts import TrainingInputs
 
@@ -31,7 +34,8 @@ class LossSettings:
     """GRPO loss settings (TRL's names): ``loss_type`` aggregation, PPO clip ``epsilon_low`` /
     ``epsilon_high``, KL coefficient ``beta`` (0: no reference model), ``entropy_bonus``, the sampling
     ``temperature`` (log-probs are of logits / T, as TRL), ``max_completion_length`` for "dr_grpo";
-    ``chunk_rows`` of the log-prob head (None: as many as fit its ``LOGITS_BYTES``)."""
+    ``chunk_rows`` of the log-prob head (None: as many as fit its ``LOGITS_BYTES``); ``tis``: truncated
+    importance sampling of the sampler's tokens, "token" or "sequence" ratios capped at ``tis_cap`` (None: off)."""
 
     loss_type: str = "dapo"
     epsilon_low: float = 0.2
@@ -41,6 +45,8 @@ class LossSettings:
     temperature: float = 1.0
     max_completion_length: int | None = None
     chunk_rows: int | None = None
+    tis: str | None = None
+    tis_cap: float = TIS_CAP
 
     def __post_init__(self) -> None:
         if self.loss_type not in POLICY_LOSS_TYPES:
@@ -50,13 +56,16 @@ class LossSettings:
         if not self.temperature > 0:
             raise ValueError(f"temperature={self.temperature!r} must be > 0 (the log-probs of greedy "
                              "rollouts are not a sampling distribution)")
+        if self.tis is not None and self.tis not in TIS_LEVELS:
+            raise ValueError(f"tis={self.tis!r} is not one of {', '.join(TIS_LEVELS)} (or None: off)")
+        if not self.tis_cap >= 1:
+            raise ValueError(f"tis_cap={self.tis_cap!r} must be >= 1")
 
 
 def longest_first(inputs: TrainingInputs, advantages: Tensor) -> tuple[TrainingInputs, Tensor]:
     """The rows ordered by length, longest first (stable), so that each micro-batch trims its own padding."""
     order = inputs.attention_mask.sum(1).argsort(descending=True, stable=True)
-    return TrainingInputs(*(tensor[order] for tensor in (inputs.input_ids, inputs.attention_mask,
-                                                           inputs.logprob_mask))), advantages[order]
+    return inputs.rows(order), advantages[order]
 
 
 def batched_logprobs(model: nn.Module, inputs: TrainingInputs, settings: LossSettings,
@@ -82,12 +91,15 @@ def batched_logprobs(model: nn.Module, inputs: TrainingInputs, settings: LossSet
 
 def rollout_batch(inputs: TrainingInputs, advantages: Tensor, old_logprobs: Tensor | None = None,
                   ref_logprobs: Tensor | None = None) -> dict[str, Tensor]:
-    """The engine's global batch for one update from a rollout batch (see the module docstring)."""
+    """The engine's global batch for one update from a rollout batch (see the module docstring), with the
+    sampler's log-probs when the rollouts carry them."""
     rows = len(inputs.input_ids)
     tokens = inputs.logprob_mask.sum().double()
     batch = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
              "logprob_mask": inputs.logprob_mask, "advantages": advantages.float(),
              "step_tokens": torch.full((rows,), float(tokens) / rows, dtype=torch.float64)}
+    if inputs.sample_logprobs is not None:
+        batch["sample_logprobs"] = inputs.sample_logprobs
     if old_logprobs is not None:
         batch["old_logprobs"] = old_logprobs
     if ref_logprobs is not None:
@@ -104,12 +116,21 @@ def _trimmed(micro: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 class RLLoss:
     """``loss(model, micro)`` for ``TrainTask.loss``; keeps the last micro-batch's ``PolicyLoss`` and mean
-    entropy (detached) in ``last`` / ``last_entropy`` for logging."""
+    entropy (detached) in ``last`` / ``last_entropy`` for logging, and the mismatch sums since the last
+    ``take_mismatch``."""
 
     def __init__(self, settings: LossSettings) -> None:
         self.settings = settings
         self.last: PolicyLoss | None = None
         self.last_entropy = float("nan")
+        self._mismatch = torch.zeros(3, dtype=torch.float64)
+
+    def take_mismatch(self) -> dict[str, float]:
+        """The token means of |log π_train − log π_sample| and of the k3 KL estimate since the last call
+        (empty when no micro-batch carried the sampler's log-probs), and the sums reset."""
+        absolute, k3, tokens = self._mismatch.tolist()
+        self._mismatch.zero_()
+        return {} if tokens == 0 else {"sampler_logprob_gap": absolute / tokens, "sampler_kl": k3 / tokens}
 
     def __call__(self, model: nn.Module, micro: Mapping[str, Tensor]) -> Tensor:
         s = self.settings
@@ -118,11 +139,18 @@ class RLLoss:
         logprobs, entropy = token_logprobs(model, micro["input_ids"], micro["attention_mask"], s.chunk_rows,
                                            s.temperature)
         dapo = s.loss_type == "dapo"
+        weights = None
+        if "sample_logprobs" in micro:  # the trainer's log-probs at sampling time: the old policy's, if kept
+            trained = micro.get("old_logprobs", logprobs)
+            self._mismatch += torch.stack(mismatch(trained, micro["sample_logprobs"], mask)).double().cpu()
+            if s.tis is not None:
+                weights = truncated_importance_weights(trained, micro["sample_logprobs"], mask, s.tis, s.tis_cap)
         out = policy_loss(logprobs, micro.get("old_logprobs"), micro["advantages"], mask,
                           epsilon_low=s.epsilon_low, epsilon_high=s.epsilon_high, beta=s.beta,
                           ref_logprobs=micro.get("ref_logprobs"), loss_type=s.loss_type,
                           max_completion_length=s.max_completion_length if s.loss_type == "dr_grpo" else None,
-                          num_items_in_batch=micro["step_tokens"].sum() if dapo else None)
+                          num_items_in_batch=micro["step_tokens"].sum() if dapo else None,
+                          importance_weights=weights)
         self.last = out
         mean_entropy = (entropy * mask).sum() / mask.sum().clamp(min=1)
         self.last_entropy = float(mean_entropy.detach())
