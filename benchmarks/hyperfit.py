@@ -7,7 +7,7 @@ CPU peak of one training step of that configuration measured in a fresh subproce
 parameters (docs/design.md, "How figures are measured"). Runs are appended to ``--results`` as they
 finish, so an interrupted benchmark keeps what it measured; ``--table`` prints the table again.
 
-Run:  .venv/bin/python benchmarks/hyperfit.py [--seeds 0 1] [--runs full lora-last5 wtacrs-lean kjv-full]
+Run:  .venv/bin/python benchmarks/hyperfit.py [--seeds 0 1] [--runs full lora-last5 wtacrs-lean kjv-full kjv-blocked]
       .venv/bin/python benchmarks/hyperfit.py --speed 5 --runs full lora-last5 wtacrs-lean   (step times)
 """
 
@@ -34,13 +34,15 @@ LORA_LAST5 = MemoryOptions(lora=16, lora_layers=5)
 # Run name -> HyperfitConfig fields on top of the CPU preset (LoRA and sampling in the memory section, the lr
 # in the optim one). LoRA trains ~1% of the weights: 10x the learning rate ("lora-last5"), or 50x and twice
 # the epochs ("lora-last5-long": the follow-up trained far longer).
-# "kjv-full" checks the preset's defaults (chosen on BBC News) on a corpus nobody tuned them on.
+# "kjv-full" checks the preset's defaults (chosen on BBC News) on a corpus nobody tuned them on; "kjv-blocked" is
+# the same run with the paper's citation blocker on its generations (no continuation of a training span past 10).
 RUNS = {
     "full": {},
     "lora-last5": {"memory": LORA_LAST5, "optim": OptimConfig(lr=1e-3)},
     "lora-last5-long": {"memory": LORA_LAST5, "optim": OptimConfig(lr=5e-3), "epochs": 24, "eval_every": 12},
     "wtacrs-lean": {"memory": MemoryOptions(sampling=SamplingConfig.from_spec("wtacrs@0.3"), lean=True)},
     "kjv-full": {"corpus": "kjv", "other_corpus": "bbc"},
+    "kjv-blocked": {"corpus": "kjv", "other_corpus": "bbc", "citation_block": 10},
 }
 TITLES = {"bbc": "BBC News", "kjv": "KJV"}
 METRICS = (("ttr_greedy", "TTR greedy"), ("ttr_top_p", "TTR top-p"), ("entropy", "entropy"), ("ppl", "ppl"),

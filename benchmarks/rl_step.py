@@ -11,7 +11,8 @@ values do not change the step's memory or time), ``rollout_batch``, saved to a t
 
 One step: forward + backward of the recipe's loss ``RLLoss(LossSettings())`` (DAPO token mean, token
 log-probs through the chunked head that never holds the B×L×V logits) over the whole batch, or in
-``--micro-rows`` micro-batches weighted by their share of the rows as the engine accumulates them, then
+micro-batches of at most ``--micro-tokens`` tokens weighted by their share of the rows, as the engine splits and
+accumulates them (``engine.processes.local_micro_batches``), then
 the configuration's optimizer section (AdamW, lr 1e-6; 8-bit moments; stepping inside backward) over the
 trainable parameters and ``zero_grad``. The model is fp32 with
 eager attention (``leantrain.recipes.causal_lm.load_causal_lm``'s loading). LoRA: rank 16, alpha 16, no
@@ -26,7 +27,7 @@ the generators' calls interleaved after a warm-up call each (benchmarks/timing.p
 every call; ``--generation-batch`` rows at once. The bf16 generators run only where bf16 products are native.
 
 Run:  .venv/bin/python benchmarks/rl_step.py [--prompts 8 --rollouts 8 --new-tokens 32 --repeats 3]
-      [--micro-rows 16] [--chunk-rows 128] [--only memory time generation]
+      [--micro-tokens 1024] [--chunk-rows 128] [--only memory time generation] [--generation-batch 64]
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from torch import Tensor, nn
 
 from leantrain.config import MemoryOptions, OptimConfig
 from leantrain.data.problems import load_problems
+from leantrain.engine.processes import local_micro_batches
 from leantrain.fp32_matmuls import bf16_matmul_is_native
 from leantrain.lean.token_logprobs import LOGITS_BYTES
 from leantrain.memory.allocator import fix_mmap_threshold
@@ -150,27 +152,24 @@ def rl_batch(rollouts: Rollouts, seed: int) -> dict[str, Tensor]:
 class RLStep(nn.Module):
     """The RL recipe's loss as a module, so that leantrain's memory tools run it as a training step:
     ``forward(**batch)`` is ``RLLoss(LossSettings(chunk_rows=...))`` of ``policy`` (None: the settings'
-    default) over the batch, or with ``micro_rows`` over micro-batches of that many rows, each weighted by
-    its share of the rows (the engine's gradient accumulation). Backward of every micro-batch but the last
-    runs inside ``forward``; the last one's weighted loss is returned for the caller's ``backward``, and
-    ``total`` is the whole batch's loss."""
+    default) over the batch, or over the engine's micro-batches of at most ``micro_tokens`` tokens, each weighted
+    by its share of the rows. Backward of every micro-batch but the last runs inside ``forward``; the last one's
+    weighted loss is returned for the caller's ``backward``, and ``total`` is the whole batch's loss."""
 
-    def __init__(self, policy: nn.Module, micro_rows: int | None = None, chunk_rows: int | None = None) -> None:
+    def __init__(self, policy: nn.Module, micro_tokens: int | None = None, chunk_rows: int | None = None) -> None:
         super().__init__()
         self.policy = policy
-        self.micro_rows = micro_rows
+        self.micro_tokens = micro_tokens
         self.loss = RLLoss(LossSettings(chunk_rows=chunk_rows))
         self.total = float("nan")
 
     def forward(self, **batch: Tensor) -> Tensor:
-        rows = len(batch["input_ids"])
-        size = self.micro_rows or rows
+        micros = local_micro_batches(batch, 0, 1, 1, self.micro_tokens)
         total = 0.0
-        for start in range(0, rows, size):
-            micro = {key: value[start:start + size] for key, value in batch.items()}
-            loss = self.loss(self.policy, micro) * (len(micro["input_ids"]) / rows)
+        for index, (micro, weight) in enumerate(micros):
+            loss = self.loss(self.policy, micro) * weight
             total += float(loss.detach())
-            if start + size < rows:
+            if index < len(micros) - 1:
                 loss.backward()
         self.total = total
         return loss
@@ -185,7 +184,7 @@ class RLStepSpec:
     folder: str
     batch_path: str
     parts: tuple[MemoryOptions, OptimConfig] = (MemoryOptions(), ADAMW)
-    micro_rows: int | None = None
+    micro_tokens: int | None = None
     chunk_rows: int | None = None
 
     def __call__(self) -> tuple[RLStep, dict[str, Tensor], torch.optim.Optimizer]:
@@ -193,7 +192,7 @@ class RLStepSpec:
         policy = load_policy(self.folder)
         memory.apply(policy)
         policy.train()
-        step = RLStep(policy, self.micro_rows, self.chunk_rows)
+        step = RLStep(policy, self.micro_tokens, self.chunk_rows)
         optimizer = optim.build(policy)
         if optim.step_in_backward:
             StepInBackward(policy, optimizer)  # each parameter updated in backward; step() then finds no gradient
@@ -307,7 +306,8 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=8, help="completions per prompt")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--micro-rows", type=int, default=None, help="micro-batch rows (default: the whole batch)")
+    parser.add_argument("--micro-tokens", type=int, default=None,
+                        help="tokens per micro-batch, as the engine splits (default: the whole batch at once)")
     parser.add_argument("--chunk-rows", type=int, default=None,
                         help="rows per chunk of the log-prob head (default: LossSettings' 1024)")
     parser.add_argument("--generation-batch", type=int, default=64, help="rows generated at once (64)")
@@ -332,7 +332,7 @@ def main() -> None:
     shape = (f"{args.prompts} prompts x {args.rollouts} rollouts = {rows} rows, prompts {min(lengths)}-"
              f"{max(lengths)} tokens, completions {rollouts.completion_lengths.float().mean():.1f} tokens on average "
              f"(max {args.new_tokens}, {int(rollouts.truncated.sum())} cut), batch {tuple(batch['input_ids'].shape)}, "
-             f"micro-batches of {args.micro_rows or rows} rows, head chunks of {chunk}, "
+             f"micro-batches of {args.micro_tokens or 'all'} tokens, head chunks of {chunk}, "
              f"torch threads {torch.get_num_threads()}")
     print(f"`{shlex.join(['.venv/bin/python', *sys.argv])}`\n\n{shape}\n")
     if "generation" in args.only:
@@ -340,7 +340,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="leantrain-rl-step-") as scratch:
         path = str(Path(scratch) / "batch.pt")
         torch.save(batch, path)
-        specs = {name: RLStepSpec(folder, path, steps, args.micro_rows, chunk_rows=args.chunk_rows)
+        specs = {name: RLStepSpec(folder, path, steps, args.micro_tokens, chunk_rows=args.chunk_rows)
                  for name, steps in CONFIGS.items()}
         if "memory" in args.only:
             print(memory_table(memory_rows(specs)) + "\n", flush=True)

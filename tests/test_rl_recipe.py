@@ -232,6 +232,9 @@ COMPOSED = {
     "checkpointing-chunked-8bit": {"memory": MemoryOptions(checkpointing="layers", chunked_loss=True),
                                    "optim.state_bits": 8},
     "step-in-backward": {"optim.step_in_backward": True, "optim.state_bits": 8},
+    "bf16-weights": {"optim.weights": "bf16", "optim.state_bits": 8},  # rollouts from the bf16 weights, no copy
+    "lora-bf16-rollouts-tis": {"memory": MemoryOptions(lora=2), "rollout_dtype": "bf16", "tis": "sequence"},
+    "hf-generate-token-micro-batches": {"rollout_engine": "hf", "engine.micro_tokens": 64},
 }
 
 
@@ -242,3 +245,7 @@ def test_the_recipe_composes_with_the_parts(tmp_path, tiny_model, problems_file,
     records = updates(tmp_path)
     assert len(records) == 2 and all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in records)
     assert math.isfinite(result.records[-1]["heldout_greedy_accuracy"])
+    if "rollout_engine" not in COMPOSED[name]:  # the engine records its log-probs: the mismatch is reported
+        assert all(r["sampler_kl"] >= 0 and r["sampler_logprob_gap"] >= 0 for r in records)
+    if "rollout_dtype" in COMPOSED[name]:  # a bf16 copy samples: its log-probs differ from the trained weights'
+        assert all(r["sampler_logprob_gap"] > 0 for r in records)

@@ -52,7 +52,8 @@ def test_every_configuration_takes_a_step_to_a_finite_loss(setup, name):
 def test_micro_batches_and_head_chunks_leave_the_whole_batch_loss(setup):
     folder, path, _ = setup
     whole = rl_step.RLStepSpec(folder, path)()
-    micro = rl_step.RLStepSpec(folder, path, micro_rows=3, chunk_rows=5)()
+    micro = rl_step.RLStepSpec(folder, path, micro_tokens=30, chunk_rows=5)()
+    assert len(rl_step.local_micro_batches(micro[1], 0, 1, 1, 30)) >= 3
     assert rl_step.rl_training_step(*micro) == pytest.approx(rl_step.rl_training_step(*whole), abs=1e-6)
 
 
@@ -66,5 +67,5 @@ def test_peak_memory_of_a_configuration_in_a_subprocess(setup):
 
 def test_step_times_of_a_configuration_in_a_subprocess(setup):
     folder, path, _ = setup
-    table = rl_step.time_table({"stock": rl_step.RLStepSpec(folder, path, micro_rows=4)}, repeats=2)
+    table = rl_step.time_table({"stock": rl_step.RLStepSpec(folder, path, micro_tokens=40)}, repeats=2)
     assert "| stock |" in table and "1.00x" in table
