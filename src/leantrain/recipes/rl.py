@@ -92,8 +92,7 @@ def prepare(config: RLConfig, problems: tuple[Problems, Problems] | None = None,
     """``config`` resolved (derived fields, and under ``memory.budget`` the planner's parts for a micro-batch of
     rows of the longest prompt plus max_new_tokens: prompts_per_step × rollouts of them, at most
     ``engine.micro_tokens`` tokens, in the budget that generating the rollouts leaves; its reasoning goes to
-    ``say``), its problems loaded and their prompts
-    encoded. Nothing is written and no model is loaded."""
+    ``say``), its problems loaded and their prompts encoded. Nothing is written and no model is loaded."""
     config = config.resolved()
     train, held_out = problems or prepare_problems(config)
     folder, tokenizer = folder_and_tokenizer(config.model, engine)
