@@ -7,7 +7,7 @@ prompts more (Yang et al. 2025); a greedy pass (``temperature=0``) is SELF's pre
 first end-of-sequence token or after ``max_new_tokens``. The rollout engine (rl/rollout_engine.py) prefills
 each prompt once for its group and drops rows as they end; ``engine="hf"`` runs ``model.generate`` on the
 rows instead, for comparison. ``dtype="bf16"`` generates with a bf16 copy of the weights (LoRA merged), made
-at each call so it follows every update; a model already trained in bf16 without LoRA is used as it is.
+at each call so it follows every update; a model whose weights are already bf16 is used as it is.
 
 Sampling draws from the global torch RNG of the model's device, as ``model.generate`` does: seed it
 (``torch.manual_seed``) or fork it (``torch.random.fork_rng``) around the call to reproduce rollouts;
