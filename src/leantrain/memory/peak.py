@@ -20,7 +20,6 @@ from a name).
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import multiprocessing
 import queue
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from leantrain.memory.allocator import fix_mmap_threshold
+from leantrain.memory.allocator import fix_mmap_threshold, trim_heap
 from leantrain.memory.step import training_step
 
 Step = tuple[nn.Module, "dict[str, Tensor] | Tensor", "torch.optim.Optimizer | None"]
@@ -88,18 +87,17 @@ def _child(build: Callable[[], Step], results: multiprocessing.Queue) -> None:
     try:
         if not fix_mmap_threshold():  # RSS follows the live bytes (memory/allocator.py)
             raise RuntimeError("mallopt(M_MMAP_THRESHOLD) failed")
-        libc = ctypes.CDLL("libc.so.6")
         _warm_up()
         if hasattr(build, "warm"):
             build.warm()
         gc.collect()
-        libc.malloc_trim(0)
+        trim_heap()
         Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
         before_build = _status_kib("VmRSS")
         model, batch, optimizer = build()
         built = _status_kib("VmHWM")
         gc.collect()
-        libc.malloc_trim(0)
+        trim_heap()
         Path("/proc/self/clear_refs").write_text("5")
         before = _status_kib("VmRSS")
         training_step(model, batch, optimizer)
