@@ -12,7 +12,7 @@ values do not change the step's memory or time), ``rollout_batch``, saved to a t
 One step: forward + backward of the recipe's loss ``RLLoss(LossSettings())`` (DAPO token mean, token
 log-probs through the chunked head that never holds the B×L×V logits) over the whole batch, or in
 micro-batches of at most ``--micro-tokens`` tokens weighted by their share of the rows, as the engine splits and
-accumulates them (``engine.processes.local_micro_batches``), then
+accumulates them (``data.micro_batches.local_micro_batches``), then
 the configuration's optimizer section (AdamW, lr 1e-6; 8-bit moments; stepping inside backward) over the
 trainable parameters and ``zero_grad``. The model is fp32 with
 eager attention (``leantrain.recipes.causal_lm.load_causal_lm``'s loading). LoRA: rank 16, alpha 16, no
@@ -48,8 +48,8 @@ from timing import interleaved_medians
 from torch import Tensor, nn
 
 from leantrain.config import MemoryOptions, OptimConfig
+from leantrain.data.micro_batches import local_micro_batches
 from leantrain.data.problems import load_problems
-from leantrain.engine.processes import local_micro_batches
 from leantrain.fp32_matmuls import bf16_matmul_is_native
 from leantrain.lean.token_logprobs import LOGITS_BYTES
 from leantrain.memory.allocator import fix_mmap_threshold

@@ -10,7 +10,7 @@ import torch
 from test_rl_rollouts import PROMPTS, tiny_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from leantrain.engine.processes import local_micro_batches, micro_batch_count
+from leantrain.data.micro_batches import local_micro_batches, micro_batch_count
 from leantrain.rl.rollouts import generate_rollouts
 from leantrain.rl.training_loss import LossSettings, RLLoss, longest_first, rollout_batch
 

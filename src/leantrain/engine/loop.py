@@ -27,8 +27,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from leantrain.config import EngineConfig, OptimConfig
+from leantrain.data.micro_batches import Batch, local_micro_batches
 from leantrain.engine import state as engine_state
-from leantrain.engine.processes import Batch, fully_shard_model, local_micro_batches, make_accelerator
+from leantrain.engine.processes import fully_shard_model, make_accelerator
 from leantrain.fp32_matmuls import prefer_fp32_matmuls_
 from leantrain.io import MetricsWriter, load_checkpoint, save_checkpoint
 from leantrain.io.interrupt import StopRequest

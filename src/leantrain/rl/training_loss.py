@@ -3,7 +3,7 @@
 A rollout batch (``rollout_batch``) holds, per row, the packed prompt + completion
 (``TrainingInputs``), the row's advantage and ``step_tokens``: the completion tokens of the whole
 optimizer step divided by its rows. The engine weights each micro-batch's loss by its share of the
-rows (engine/processes.py), so the loss below is written as a mean over rows: with ``"dapo"`` each
+rows (data/micro_batches.py), so the loss below is written as a mean over rows: with ``"dapo"`` each
 micro-batch divides its token sum by ``Σ step_tokens`` over its rows, which makes the weighted sum
 over micro-batches and processes Σ tokens / (tokens of the step), DAPO's token mean over the whole
 step (TRL's ``num_items_in_batch``). ``"grpo"`` and ``"dr_grpo"`` are row means already; ``"bnpo"``
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from leantrain.data.micro_batches import micro_batch_count
 from leantrain.lean.token_logprobs import token_logprobs
 from leantrain.names import POLICY_LOSS_TYPES
 from leantrain.rl.importance_sampling import TIS_CAP, TIS_LEVELS, mismatch, truncated_importance_weights
@@ -71,9 +72,7 @@ def longest_first(inputs: TrainingInputs, advantages: Tensor) -> tuple[TrainingI
 def batched_logprobs(model: nn.Module, inputs: TrainingInputs, settings: LossSettings,
                      micro_tokens: int | None) -> Tensor:
     """Token log-probs (B, L − 1) of every row, without gradients, in micro-batches of at most ``micro_tokens``
-    tokens (``engine.processes.micro_batch_count``): the old policy's or the reference model's."""
-    from leantrain.engine.processes import micro_batch_count
-
+    tokens (``data.micro_batches.micro_batch_count``): the old policy's or the reference model's."""
     rows = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
             "logprob_mask": inputs.logprob_mask}
     count = micro_batch_count(rows, 1, 1, micro_tokens)
