@@ -4,7 +4,6 @@ fewer bytes saved for backward."""
 import pytest
 import torch
 from torch import nn
-from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.models.bert.modeling_bert import eager_attention_forward as bert_eager
 from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
@@ -15,7 +14,6 @@ from leantrain.lean import LeanConfig
 from leantrain.lean.attention import recomputed_attention_forward
 from leantrain.lean.bits import pack_bits, unpack_bits
 from leantrain.lean.dropout import LeanDropout, draw_seed, dropout_mask
-from leantrain.lean.lm_loss import chunked_causal_lm_loss
 from leantrain.lean.norms import LeanLayerNorm, LeanRMSNorm, looks_like_rms_norm
 from leantrain.lean.recompute import RecomputedModule
 from leantrain.lean.relu import LeanReLU
@@ -180,41 +178,6 @@ def test_recomputed_mlp_is_bit_identical_even_with_dropout(block):
     for a, b in zip(got, expected, strict=True):
         assert torch.equal(a, b)
     assert saved_tensor_bytes(lean, x).total < 2 * 8 * 32 * 4 + 6000  # its input (a leaf here) + RNG state
-
-
-def test_chunked_lm_loss_matches_hf_loss():
-    torch.manual_seed(0)
-    head = nn.Linear(16, 50, bias=False)
-    hidden = torch.randn(2, 9, 16, requires_grad=True)
-    labels = torch.randint(50, (2, 9))
-    labels[1, :3] = -100
-    expected_loss = ForCausalLMLoss(head(hidden), labels, vocab_size=50)
-    expected = torch.autograd.grad(expected_loss, [hidden, head.weight])
-    loss = chunked_causal_lm_loss(hidden, head, labels, chunk_rows=4)
-    got = torch.autograd.grad(loss, [hidden, head.weight])
-    torch.testing.assert_close(loss, expected_loss)
-    assert_close_all(got, expected)
-
-
-def test_chunked_lm_loss_of_a_16_bit_head_with_bias_gives_its_gradients_in_its_dtype():
-    """Vocabulary slices of 11 (the last one 6): the bias and a bf16 weight, against the fp32 loss of the same
-    values; the gradients come back in bf16, within its rounding."""
-    torch.manual_seed(1)
-    head = nn.Linear(16, 50).bfloat16()
-    hidden = torch.randn(2, 9, 16).bfloat16().requires_grad_()
-    labels = torch.randint(50, (2, 9))
-    labels[0, 4:] = -100
-    reference = nn.Linear(16, 50)
-    reference.load_state_dict({key: value.float() for key, value in head.state_dict().items()})
-    wide = hidden.detach().float().requires_grad_()
-    expected_loss = ForCausalLMLoss(reference(wide), labels, vocab_size=50)
-    expected = torch.autograd.grad(expected_loss, [wide, reference.weight, reference.bias])
-    loss = chunked_causal_lm_loss(hidden, head, labels, chunk_rows=4)
-    got = torch.autograd.grad(loss, [hidden, head.weight, head.bias])
-    torch.testing.assert_close(loss, expected_loss, rtol=1e-2, atol=0)
-    for a, b in zip(got, expected, strict=True):
-        assert a.dtype == torch.bfloat16
-        assert (a.float() - b).norm() <= 1e-2 * b.norm()
 
 
 def test_lean_config_validates():

@@ -3,14 +3,16 @@ and gradients (of the log-probs, the entropies and any mix), temperature, bias, 
 
 import pytest
 import torch
+from logit_models import LOGIT_MODELS, logit_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import leantrain as lt
+from leantrain.lean.logit_transform import IDENTITY, LogitTransform
 from leantrain.lean.token_logprobs import chunked_token_logprobs, token_logprobs
 
 
-def reference(hidden, head, targets, temperature=1.0):
-    log_p = torch.log_softmax(head(hidden).float() / temperature, dim=-1)
+def reference(hidden, head, targets, temperature=1.0, transform=IDENTITY):
+    log_p = torch.log_softmax(transform(head(hidden).float()) / temperature, dim=-1)
     return log_p.gather(-1, targets[..., None])[..., 0], -(log_p.exp() * log_p).sum(-1)
 
 
@@ -37,6 +39,29 @@ def test_values_and_gradients_equal_the_full_logits(chunk_rows, bias, temperatur
     got_grads = torch.autograd.grad((weights[0] * got[0] + weights[1] * got[1]).sum(), [hidden, *head.parameters()])
     for a, b in zip(got_grads, want_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("transform", [LogitTransform(scale=0.25), LogitTransform(softcap=2.0),
+                                       LogitTransform(scale=3.0, softcap=5.0)], ids=str)
+def test_the_models_logit_scaling_and_soft_capping_are_differentiated_through(transform):
+    head, hidden, targets, weights = setup(bias=True)
+    want = reference(hidden, head, targets, 0.7, transform)
+    want_grads = torch.autograd.grad((weights[0] * want[0] + weights[1] * want[1]).sum(), [hidden, *head.parameters()])
+    got = chunked_token_logprobs(hidden, head, targets, 4, 0.7, transform)
+    got_grads = torch.autograd.grad((weights[0] * got[0] + weights[1] * got[1]).sum(), [hidden, *head.parameters()])
+    for a, b in zip((*got, *got_grads), (*want, *want_grads), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("kind", LOGIT_MODELS)
+def test_models_that_scale_or_cap_their_logits_give_their_own_log_probs(kind):
+    """Gemma 2 (soft-capping), Cohere (logit_scale), Granite (logits_scaling): against the stock forward."""
+    model = logit_model(kind)
+    ids = torch.randint(64, (2, 9), generator=torch.Generator().manual_seed(1))
+    log_p = torch.log_softmax(model(input_ids=ids).logits[:, :-1].float(), dim=-1)
+    got = token_logprobs(model, ids, chunk_rows=5)
+    assert torch.allclose(got[0], log_p.gather(-1, ids[:, 1:, None])[..., 0], atol=1e-5)
+    assert torch.allclose(got[1], -(log_p.exp() * log_p).sum(-1), atol=1e-5)
 
 
 def test_only_log_probs_or_only_entropy_take_gradients():

@@ -24,7 +24,8 @@ from leantrain.lean.activation import ActivationFromLinearInput, activation_pair
 from leantrain.lean.attention import LEAN_ATTENTION, SwappedAttention, register_lean_attention
 from leantrain.lean.config import LeanConfig
 from leantrain.lean.dropout import LeanDropout
-from leantrain.lean.lm_loss import LeanLMHead, has_plain_lm_head, lean_causal_lm_forward
+from leantrain.lean.lm_loss import LeanLMHead, LossShape, lean_causal_lm_forward
+from leantrain.lean.logit_transform import logit_transform
 from leantrain.lean.norms import LeanLayerNorm, LeanRMSNorm, looks_like_rms_norm
 from leantrain.lean.recompute import (
     ATTENTION_CLASS_SUFFIXES,
@@ -166,16 +167,17 @@ def _swap_attention(model: nn.Module, changed: dict[str, str]) -> None:
 
 
 def _swap_lm_head(model: nn.Module, config: LeanConfig, changed: dict[str, str]) -> None:
-    """A causal LM's head computes the chunked loss inside its own forward (FSDP2 unshards it there)."""
-    if "forward" in model.__dict__ or not has_plain_lm_head(model):
+    """A causal LM's head computes the fused loss inside its own forward (FSDP2 unshards it there)."""
+    transform = logit_transform(model)
+    if "forward" in model.__dict__ or transform is None:
         return
     head = model.get_output_embeddings()
     head_name = next(name for name, module in model.named_modules() if module is head)
     rows = max(1, config.lm_loss_chunk_logits // head.out_features)
-    _swap(model, head_name, LeanLMHead(head, rows))
+    _swap(model, head_name, LeanLMHead(head, rows, LossShape(transform)))
     model.forward = functools.partial(lean_causal_lm_forward, model)
     changed[head_name] = "LeanLMHead"
-    changed["forward"] = f"chunked LM-head loss ({rows * head.out_features:,} logits per slice)"
+    changed["forward"] = f"fused LM-head loss ({rows} rows, {rows * head.out_features:,} logits per chunk)"
 
 
 def remove_lean(model: nn.Module) -> dict[str, str]:
