@@ -17,10 +17,10 @@ two layers (random weights) are measured and every figure is scaled to the model
 holds the same), so a plan needs no more memory than a 2-layer copy and no step of the whole model (on 2
 CPU cores a SmolLM2-1.7B plan over every combination took 4.7 minutes, mostly one-example forwards). Then the
 transients: the logits of the stock LM-head loss (its fp32 copy and its gradient besides the saved
-log-softmax, 2 × B·L·V·4 bytes; a chunk's worth with the chunked loss), under checkpointing the rerun of
-the largest layer, and the optimizer step's temporaries (an Adam direction and √V of the largest weight in
-fp32; Adafactor's row chunks). The sum is an upper bound: the phases do not all peak
-at once. Step times are relative costs measured on this project's CPU benchmarks (``TIME_COST``;
+log-softmax, 2 × B·L·V·4 bytes; with the fused loss a chunk's worth and the gradients it keeps), under
+checkpointing the rerun of the largest layer, and the optimizer step's temporaries (an Adam direction and
+√V of the largest weight in fp32; Adafactor's row chunks). The sum is an upper bound: the phases do not all
+peak at once. Step times are relative costs measured on this project's CPU benchmarks (``TIME_COST``;
 BENCHMARKS.md, "Causal-LM SFT at the memory frontier"), a product over the parts that are on. A ``margin``
 (default 10%) is kept free for what the accounting does not see (allocator slack, library workspaces).
 """
@@ -39,6 +39,7 @@ from torch import nn
 
 from leantrain.config import MemoryOptions, OptimConfig, describe_parts
 from leantrain.fp32_matmuls import prefer_fp32_matmuls_
+from leantrain.lean import LeanConfig
 from leantrain.memory.saved_tensors import saved_tensor_bytes
 from leantrain.memory.state_bytes import optimizer_state_bytes, parameter_bytes
 from leantrain.optim.rounding import CHUNK
@@ -184,6 +185,19 @@ def lm_head_vocabulary(model: nn.Module) -> int:
     return 0 if head is None else head.weight.shape[0]
 
 
+def _fused_head_bytes(model: nn.Module, tokens: int, step_in_backward: bool) -> int:
+    """What the fused LM-head loss (lean/lm_loss.py) holds besides the saved activations: three fp32 arrays of
+    a chunk's logits (``LeanConfig.lm_loss_chunk_logits`` at most), the hidden states' gradient kept for
+    backward, and the head's gradient itself where the step in backward does not count every gradient."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        return 0
+    vocab, width = head.weight.shape
+    size = head.weight.element_size()
+    logits = min(LeanConfig().lm_loss_chunk_logits, tokens * vocab)
+    return 3 * logits * 4 + tokens * width * size + (vocab * width * size if step_in_backward else 0)
+
+
 def planned(config: Any, model: str | nn.Module, batch_size: int, seq_len: int,
             say: Callable[[str], None] = print) -> Any:
     """A recipe config (its ``memory`` and ``optim`` sections) with the parts the planner chooses for steps of
@@ -286,8 +300,9 @@ class Estimator:
         largest = max(p.numel() for p in trainable)
         gradients = (largest * trainable[0].element_size() if optim.step_in_backward
                      else network.of(lambda m: parameter_bytes(m, trainable_only=True)))
-        tokens, vocab = self.batch_size * self.seq_len, lm_head_vocabulary(network.sample)
-        head = 3 * min(2**22, tokens * vocab) * 4 if parts.lean or parts.chunked_loss else 2 * tokens * vocab * 4
+        tokens = self.batch_size * self.seq_len
+        head = (_fused_head_bytes(network.sample, tokens, optim.step_in_backward) if parts.lean or parts.chunked_loss
+                else 2 * tokens * lm_head_vocabulary(network.sample) * 4)
         rerun = layer * self.batch_size if parts.checkpointing else 0
         return Estimate(parts, optim, network.of(parameter_bytes), gradients, self.states[state_key],
                         saved * self.batch_size, head + rerun + _step_temporaries(optim, largest), _time(parts, optim))
