@@ -4,7 +4,8 @@ One "step" is the LM head + the causal-LM loss of ``--tokens`` hidden rows of wi
 backward (gradients of the hidden states and the head's weight), at each ``--vocab``:
 - full logits: ``lm_head(hidden)`` then transformers' ``ForCausalLMLoss`` (fp32 logits, ``F.cross_entropy``),
   what every HF causal LM computes;
-- fused: ``lean/lm_loss.py`` with the default chunk (``LeanConfig.lm_loss_chunk_logits``) and a 4× smaller one.
+- fused: ``lean/lm_loss.py`` with the default chunk (``LeanConfig.lm_loss_chunk_logits``), a 2× larger and a
+  2× smaller one.
 Time: the median of ``--repeats`` interleaved steps after one warm-up each (benchmarks/timing.py). Peak: each
 step in a fresh subprocess, its peak RSS above the RSS before it (memory/peak.py), the head's weight gradient
 included in both.
@@ -32,8 +33,8 @@ from leantrain.memory.peak import cpu_peak_in_subprocess
 
 MIB = 2**20
 DEFAULT_CHUNK = LeanConfig().lm_loss_chunk_logits
-RUNS = {"full logits (HF ForCausalLMLoss)": None, "fused, default chunk (64 MiB of logits)": DEFAULT_CHUNK,
-        "fused, 1/4 chunk (16 MiB)": DEFAULT_CHUNK // 4}
+RUNS = {"full logits (HF ForCausalLMLoss)": None, "fused, default chunk (32 MiB of logits)": DEFAULT_CHUNK,
+        "fused, 2x chunk (64 MiB)": 2 * DEFAULT_CHUNK, "fused, 1/2 chunk (16 MiB)": DEFAULT_CHUNK // 2}
 
 
 class HeadLoss(nn.Module):

@@ -20,7 +20,7 @@ class LeanConfig:
     activations: GELU/SiLU in blocks not recomputed keep nothing; their input is recomputed from
         the input of the Linear before them (activation.py).
     lm_loss: causal LMs compute LM head + loss in chunks of about ``lm_loss_chunk_logits`` logits
-        (rows × vocabulary; the default is 64 MiB of fp32 logits at a time) (lm_loss.py).
+        (rows × vocabulary; the default is 32 MiB of fp32 logits at a time) (lm_loss.py).
     """
 
     dropout: bool = True
@@ -31,7 +31,7 @@ class LeanConfig:
     recompute_attention: bool = True
     activations: bool = True
     lm_loss: bool = True
-    lm_loss_chunk_logits: int = 2**24
+    lm_loss_chunk_logits: int = 2**23
 
     def __post_init__(self) -> None:
         for item in fields(self):

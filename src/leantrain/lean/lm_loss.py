@@ -107,6 +107,50 @@ class HeadProducts:
                 grad_weight[columns] += grad_logits[:, columns].T @ chunk
 
 
+def _exponentials_(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """exp(z − max z) of each row written over ``logits``, their row sums and the rows' log-normaliser
+    log Σ exp z: the softmax is the first over the second, and no temporary of the chunk's size is made
+    (``torch.logsumexp`` makes two)."""
+    peak = logits.amax(dim=1, keepdim=True)
+    exponentials = logits.sub_(peak).exp_()
+    sums = exponentials.sum(dim=1)
+    return exponentials, sums, sums.log() + peak[:, 0]
+
+
+def _chunk_loss(products: HeadProducts, chunk: Tensor, index: Tensor, row_weights: Tensor, shape: LossShape,
+                gradients: tuple[Tensor | None, Tensor | None, Tensor | None] | None, rows: slice) -> Tensor:
+    """The weighted loss of one chunk of rows; with ``gradients`` (the ∂hidden, ∂weight, ∂bias buffers, any None)
+    its gradients are written into them. A function of its own so that the chunk's logits are freed on return,
+    before the next chunk's exist."""
+    smoothing, z_loss, vocab = shape.label_smoothing, shape.z_loss, products.weight.shape[0]
+    logits = shape.transform(products.logits(chunk))
+    picked = logits.gather(1, index[:, None])[:, 0]
+    mean = logits.mean(dim=1) if smoothing else None
+    derivative = shape.transform.derivative(logits) if gradients else None
+    grad_logits, sums, normaliser = _exponentials_(logits)
+    row_loss = normaliser - (1 - smoothing) * picked + z_loss * normaliser.square()
+    if smoothing:
+        row_loss -= smoothing * mean
+    if not gradients:
+        return (row_loss * row_weights).sum()
+    row_scale = row_weights if isinstance(derivative, Tensor) else row_weights * derivative  # a constant folds in
+    grad_logits *= (row_scale * (1 + 2 * z_loss * normaliser) / sums)[:, None]  # the scaled softmax
+    grad_logits.scatter_add_(1, index[:, None], ((smoothing - 1) * row_scale)[:, None])
+    if smoothing:
+        grad_logits -= (smoothing / vocab * row_scale)[:, None]
+    if isinstance(derivative, Tensor):
+        grad_logits *= derivative
+    grad_logits = grad_logits.to(chunk.dtype)  # the products in the product dtype, as the stock head's
+    grad_hidden, grad_weight, grad_bias = gradients
+    if grad_hidden is not None:
+        grad_hidden[rows] = products.hidden_gradient(grad_logits)
+    if grad_weight is not None:
+        products.add_weight_gradient(grad_weight, grad_logits, chunk)
+    if grad_bias is not None:
+        grad_bias += grad_logits.sum(0)
+    return (row_loss * row_weights).sum()
+
+
 class FusedLinearCrossEntropyFunction(Function):
     """Summed cross-entropy of ``shape.transform(hidden @ weightᵀ + bias)`` over the counted rows, divided by
     ``divisor``; with ``gradients`` its gradients are computed in this forward, ``chunk_rows`` rows at a time,
@@ -122,43 +166,14 @@ class FusedLinearCrossEntropyFunction(Function):
         grad_weight = torch.zeros_like(weight) if needs[1] else None
         grad_bias = torch.zeros_like(bias) if needs[2] else None
         counted, index = (targets != IGNORE_INDEX), targets.clamp(min=0)
-        smoothing, z_loss, vocab = shape.label_smoothing, shape.z_loss, weight.shape[0]
+        buffers = (grad_hidden, grad_weight, grad_bias)
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, hidden.shape[0], chunk_rows):
             rows = slice(start, start + chunk_rows)
-            chunk = product_hidden[rows]
-            logits = shape.transform(products.logits(chunk))
-            normaliser = torch.logsumexp(logits, dim=1)
-            picked = logits.gather(1, index[rows, None])[:, 0]
-            row_loss = normaliser - (1 - smoothing) * picked + z_loss * normaliser.square()
-            if smoothing:
-                row_loss -= smoothing * logits.mean(dim=1)
-            weights = counted[rows].float()
-            total += (row_loss * weights).sum()
-            if not any(needs):
-                continue
-            derivative = shape.transform.derivative(logits)
-            grad_logits = logits.sub_(normaliser[:, None]).exp_()  # the softmax, in place of the logits
-            if z_loss:
-                grad_logits *= (1 + 2 * z_loss * normaliser)[:, None]
-            grad_logits.scatter_add_(1, index[rows, None], torch.full_like(picked, smoothing - 1)[:, None])
-            if smoothing:
-                grad_logits -= smoothing / vocab
-            row_scale = weights / divisor
-            if isinstance(derivative, Tensor):
-                grad_logits *= derivative
-            else:  # a constant scale folds into the rows' (one pass fewer over the chunk)
-                row_scale *= derivative
-            grad_logits *= row_scale[:, None]
-            grad_logits = grad_logits.to(chunk.dtype)  # the products in the product dtype, as the stock head's
-            if grad_hidden is not None:
-                grad_hidden[rows] = products.hidden_gradient(grad_logits)
-            if grad_weight is not None:
-                products.add_weight_gradient(grad_weight, grad_logits, chunk)
-            if grad_bias is not None:
-                grad_bias += grad_logits.sum(0)
+            total += _chunk_loss(products, product_hidden[rows], index[rows], counted[rows].float() / divisor,
+                                 shape, buffers if any(needs) else None, rows)
         ctx.gradients = (grad_hidden, grad_weight, grad_bias) if any(needs) else None
-        return total / divisor
+        return total
 
     @staticmethod
     def backward(ctx, grad: Tensor):

@@ -186,16 +186,17 @@ def lm_head_vocabulary(model: nn.Module) -> int:
 
 
 def _fused_head_bytes(model: nn.Module, tokens: int, step_in_backward: bool) -> int:
-    """What the fused LM-head loss (lean/lm_loss.py) holds besides the saved activations: three fp32 arrays of
-    a chunk's logits (``LeanConfig.lm_loss_chunk_logits`` at most), the hidden states' gradient kept for
-    backward, and the head's gradient itself where the step in backward does not count every gradient."""
+    """What the fused LM-head loss (lean/lm_loss.py) holds besides the saved activations: two fp32 arrays of a
+    chunk's logits (``LeanConfig.lm_loss_chunk_logits`` at most: the logits, turned into their gradient in place,
+    and soft-capping's derivative), the hidden states' gradient kept for backward, and the head's gradient itself
+    where the step in backward does not count every gradient."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None:
         return 0
     vocab, width = head.weight.shape
     size = head.weight.element_size()
     logits = min(LeanConfig().lm_loss_chunk_logits, tokens * vocab)
-    return 3 * logits * 4 + tokens * width * size + (vocab * width * size if step_in_backward else 0)
+    return 2 * logits * 4 + tokens * width * size + (vocab * width * size if step_in_backward else 0)
 
 
 def planned(config: Any, model: str | nn.Module, batch_size: int, seq_len: int,
