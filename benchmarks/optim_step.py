@@ -1,5 +1,6 @@
 """Step time and state bytes of the low-rank optimizers against torch's AdamW on a small random Llama
-(by default the model, vocabulary, batch and rank of benchmarks/optim_loss.py).
+(by default the model, vocabulary, batch and rank of benchmarks/optim_loss.py); with ``--eight-bit``, the
+8-bit AdamW update alone against bitsandbytes' and torchao's on SmolLM2-135M's parameters.
 
 Every optimizer gets its own copy of one randomly initialised model and the same fixed gradients.
 Steps are timed one at a time, interleaved across optimizers, and split into refresh steps (SVD /
@@ -8,6 +9,11 @@ steps (default 50, the T of benchmarks/optim_loss.py). Ratios are medians agains
 run. "train step" adds one forward+backward (median) to both sides of the ratio.
 
     .venv/bin/python benchmarks/optim_step.py [--size 5m] [--vocab 2048] [--rank 48]
+    .venv/bin/python benchmarks/optim_step.py --eight-bit [--repeats 7]
+
+``--eight-bit``: every optimizer steps its own copy of the offline SmolLM2-135M-Instruct's parameters (fp32,
+and bf16 for the 16-bit-weight rows) with the same fixed random gradients; steps are interleaved
+(benchmarks/timing.py), medians reported beside bitsandbytes' AdamW8bit on the same weights' dtype.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import statistics
 import time
 
 import torch
+from timing import interleaved_medians
 
 import leantrain.optim as lo
 from leantrain.models.llama_sizes import build_llama
@@ -44,8 +51,76 @@ def build_optimizers(model: torch.nn.Module, rank: int, gap: int) -> dict[str, t
     return optimizers
 
 
+def eight_bit_optimizers(dtype: torch.dtype) -> dict[str, tuple[torch.optim.Optimizer, list[torch.Tensor]]]:
+    """leantrain's AdamW8bit, bitsandbytes' and torchao's (where installed) and torch's AdamW (moments in the
+    weights' dtype), each
+    over its own copy of SmolLM2-135M's parameters in ``dtype`` with the same gradients; bf16 weights round
+    stochastically in leantrain and torchao (``bf16_stochastic_round``), to nearest in the others."""
+    from leantrain.models.presets import build_model
+
+    model = build_model("smollm2").to(dtype)
+    generator = torch.Generator().manual_seed(0)
+    grads = [torch.randn(p.shape, generator=generator).mul_(1e-3).to(dtype) for p in model.parameters()]
+
+    def copy() -> list[torch.Tensor]:
+        params = [torch.nn.Parameter(p.detach().clone()) for p in model.parameters()]
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad.clone()
+        return params
+
+    makers = {"torch AdamW": lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.0),
+              "leantrain AdamW8bit": lambda p: lo.AdamW8bit(p, lr=1e-3)}
+    try:
+        import bitsandbytes
+        makers["bitsandbytes AdamW8bit"] = lambda p: bitsandbytes.optim.AdamW8bit(p, lr=1e-3, weight_decay=0.0)
+    except ImportError:
+        print("bitsandbytes is not installed (pip install -e '.[bench]'): its row is left out")
+    try:
+        from torchao.optim import AdamW8bit
+        makers["torchao AdamW8bit"] = lambda p: AdamW8bit(p, lr=1e-3, weight_decay=0.0,
+                                                          bf16_stochastic_round=dtype == torch.bfloat16)
+    except ImportError:
+        print("torchao is not installed (pip install -e '.[bench]'): its row is left out")
+    optimizers = {}
+    for name, make in makers.items():
+        params = copy()
+        optimizers[name] = (make(params), params)
+    return optimizers
+
+
+def eight_bit_medians(dtype: torch.dtype, repeats: int) -> dict[str, tuple[float, int]]:
+    """Each optimizer of :func:`eight_bit_optimizers`: its median step in seconds and its state bytes."""
+    optimizers = eight_bit_optimizers(dtype)
+
+    def step(name: str) -> float:
+        start = time.perf_counter()
+        optimizers[name][0].step()
+        return time.perf_counter() - start
+
+    medians = interleaved_medians(step, optimizers, repeats)
+    return {name: (seconds, lo.optimizer_state_bytes(optimizers[name][0])) for name, seconds in medians.items()}
+
+
+def eight_bit(repeats: int) -> None:
+    """Print the median step of each 8-bit AdamW, and its ratio to bitsandbytes', on fp32 and on bf16 weights."""
+    print(f"8-bit AdamW update alone: SmolLM2-135M-Instruct's parameters; {repeats} interleaved steps each after one "
+          f"warm-up; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for dtype in (torch.float32, torch.bfloat16):
+        rows = eight_bit_medians(dtype, repeats)
+        reference = rows.get("bitsandbytes AdamW8bit", (None,))[0]
+        print(f"\n{str(dtype).removeprefix('torch.')} weights")
+        header = f"{'optimizer':<28}{'step ms':>9}{'× bitsandbytes':>16}{'state MiB':>11}"
+        print(header + "\n" + "-" * len(header))
+        for name, (seconds, state) in rows.items():
+            ratio = f"{seconds / reference:16.2f}" if reference else f"{'-':>16}"
+            print(f"{name:<28}{seconds * 1e3:9.1f}{ratio}{state / 2**20:11.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--eight-bit", action="store_true",
+                        help="time the 8-bit AdamW update alone against bitsandbytes' and torchao's")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved steps per 8-bit optimizer")
     parser.add_argument("--size", default="5m", help="a key of leantrain.models.llama_sizes.LLAMA_SIZES")
     parser.add_argument("--vocab", type=int, default=2048)
     parser.add_argument("--rank", type=int, default=48)
@@ -55,6 +130,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=64)
     args = parser.parse_args()
+    if args.eight_bit:
+        eight_bit(args.repeats)
+        return
 
     torch.manual_seed(0)
     model = build_llama(args.size, args.vocab, args.seq)

@@ -7,7 +7,7 @@ from torch import nn
 
 import leantrain.optim as lo
 from leantrain.io import load_checkpoint, save_checkpoint
-from leantrain.optim.quantized_state import BLOCK_SIZE, QuantizedState, dynamic_map
+from leantrain.optim.quantized_state import BLOCK_SIZE, QuantizedState, dynamic_map, nearest_codes
 
 EPS32 = torch.finfo(torch.float32).eps  # 2 ulp of 1 in fp32's rounding
 
@@ -54,6 +54,56 @@ def test_quantization_equals_torchao_bit_for_bit(signed):
         ours = QuantizedState.zeros(shape, signed).copy_(values)
         assert torch.equal(ours.codes, reference.codes) and torch.equal(ours.scales, reference.scale)
         assert torch.equal(ours.dequantize(), reference.dequantize())
+
+
+def blocks_of(values, signed):
+    """``values`` (in [−1, 1]) in 255-value rows after a leading 1.0, so each 256-value block has scale 1 and
+    x/s = x exactly; padded with zeros to whole blocks."""
+    rows = torch.zeros(-(-len(values) // 255) * 255).index_copy_(0, torch.arange(len(values)), values).view(-1, 255)
+    return torch.cat([torch.ones(len(rows), 1), rows], 1)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_table_rounding_equals_the_binary_search_at_every_step_of_the_code(signed):
+    """``copy_`` finds codes by one look-up on the value's top 16 bits; :func:`nearest_codes` (torchao's rule)
+    by binary search. They must agree on every fp32 value where a code changes (within 3 ulp of each of the
+    255 points where the map rounds up, found by bisection on nearest_codes here), at every bucket's end, at
+    ±1, ±0, and on random values."""
+    low = -1.0 if signed else 0.0
+
+    def value_at(key):  # fp32 values in increasing order: key ≥ 0 is a non-negative value's bits, −key a negative's
+        return torch.where(key >= 0, key, (-key) | 0x80000000).to(torch.int32).view(torch.float32)
+
+    first, last = torch.full((255,), -0x3F800000 if signed else 0), torch.full((255,), 0x3F800000)  # keys of low, 1
+    wanted = torch.arange(1, 256)  # bisect for the first value of each code above the lowest
+    while (first < last).any():
+        middle = torch.div(first + last, 2, rounding_mode="floor")
+        up = nearest_codes(value_at(middle), signed) >= wanted
+        first, last = torch.where(up, first, middle + 1), torch.where(up, middle, last)
+    above = value_at(first)
+    assert torch.equal(nearest_codes(above, signed), wanted)  # 255 steps, each one value past the last lower code
+    assert (nearest_codes(value_at(first - 1), signed) == wanted - 1).all()
+    bits = above.view(torch.int32)
+    near_steps = torch.cat([(bits + offset).view(torch.float32) for offset in range(-3, 4)])
+    bucket_ends = torch.cat([torch.arange(2**16, dtype=torch.int64) << 16, (torch.arange(2**16) << 16) | 0xFFFF])
+    bucket_ends = bucket_ends.to(torch.int32).view(torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    values = torch.cat([near_steps, bucket_ends, torch.tensor([1.0, 0.0, -0.0, -1.0]),
+                        torch.rand(2**16, generator=generator) * (1 - low) + low])
+    values = values[(values >= low) & (values <= 1.0)]
+    packed = blocks_of(values, signed)
+    state = QuantizedState.zeros(packed.shape, signed).copy_(packed)
+    assert torch.equal(state.scales, torch.ones(len(packed)))
+    assert torch.equal(state.codes.long(), nearest_codes(packed, signed))
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_dequantize_looks_up_every_pair_of_codes(signed):
+    """Two codes are dequantized by one look-up of the pair: every pair (c0, c1) gives map[c0]·s, map[c1]·s."""
+    pairs = torch.cartesian_prod(torch.arange(256), torch.arange(256)).to(torch.uint8).view(-1, BLOCK_SIZE)
+    scales = torch.linspace(0.5, 3.0, len(pairs))
+    dequantized = QuantizedState(pairs.clone(), scales, signed).dequantize()
+    assert torch.equal(dequantized, dynamic_map(signed)[pairs.long()] * scales.view(-1, 1))
 
 
 @pytest.mark.parametrize("signed", [True, False])
@@ -196,6 +246,20 @@ def test_8bit_state_of_a_512x512_weight_is_a_quarter_of_fp32():
     assert bytes_of[32] == 2 * 512 * 512 * 4
     assert bytes_of[8] == 2 * (512 * 512 + 512 * 512 // BLOCK_SIZE * 4)  # uint8 codes + one fp32 scale per block
     assert bytes_of[8] / bytes_of[32] == pytest.approx(0.25 * (1 + 4 / BLOCK_SIZE), rel=1e-12)
+
+
+def test_state_bytes_count_torchaos_8bit_state_tensors(monkeypatch):
+    """torchao keeps each moment as a tensor subclass over its codes, scales and its own copy of the 256-value
+    map: counted through those."""
+    torchao_optim = pytest.importorskip("torchao.optim")
+    monkeypatch.setattr(torch, "compile", lambda fn, **_: fn)  # torchao's step, eager: inductor is slow on CPU
+    weight = nn.Parameter(torch.randn(512, 512))
+    optimizer = torchao_optim.AdamW8bit([weight])
+    weight.grad = torch.randn(512, 512)
+    optimizer.step()
+    step_bytes = optimizer.state[weight]["step"].untyped_storage().nbytes()
+    moment_bytes = 512 * 512 + 512 * 512 // BLOCK_SIZE * 4 + 256 * 4
+    assert lo.optimizer_state_bytes(optimizer) == 2 * moment_bytes + step_bytes
 
 
 def train(model, optimizer, inputs, targets, steps):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from leantrain.optim.rounding import CHUNK, stochastic_round_
+from leantrain.optim.rounding import CHUNK, stochastic_round_, uniform_16bit
 
 
 def bf16_neighbours(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,10 +40,12 @@ def test_exact_bf16_values_and_special_values_stay_as_they_are():
     assert torch.isnan(stochastic_round_(torch.empty(1, dtype=torch.bfloat16), torch.tensor([float("nan")]))).all()
 
 
-def test_the_same_draws_give_torchaos_bits():
+def test_the_same_draws_give_torchaos_bits(monkeypatch):
+    """torchao draws its integers with torch.randint; handed leantrain's draws, its rule gives leantrain's bits."""
     quant_utils = pytest.importorskip("torchao.optim.quant_utils")
     values = torch.randn(3000, generator=torch.Generator().manual_seed(2)) * 10
-    torch.manual_seed(3)
+    draws = uniform_16bit(len(values), torch.Generator().manual_seed(3))
+    monkeypatch.setattr(quant_utils.torch, "randint", lambda low, high, shape, **_: draws.view(shape))
     theirs = quant_utils._fp32_to_bf16_sr(values)
     ours = stochastic_round_(torch.empty_like(values, dtype=torch.bfloat16), values, torch.Generator().manual_seed(3))
     assert torch.equal(ours.view(torch.int16), theirs.view(torch.int16))
@@ -54,11 +56,23 @@ def test_chunks_draw_the_stream_in_order_and_a_seed_reproduces_the_bits():
     whole = stochastic_round_(torch.empty_like(values, dtype=torch.bfloat16), values, torch.Generator().manual_seed(5))
     again = stochastic_round_(torch.empty_like(values, dtype=torch.bfloat16), values, torch.Generator().manual_seed(5))
     assert torch.equal(whole.view(torch.int16), again.view(torch.int16))
-    torch.manual_seed(5)
-    draws = torch.randint(0, 1 << 16, values.shape, dtype=torch.int32)  # one draw of the whole stream
+    draws = torch.cat([uniform_16bit(CHUNK, generator := torch.Generator().manual_seed(5)),  # chunk by chunk
+                       uniform_16bit(1000, generator)])
     bits = values.view(torch.int32)
     expected = torch.where(draws < (bits & 0xFFFF), (bits & -0x10000) + 0x10000, bits & -0x10000)
     assert torch.equal(whole.float(), expected.view(torch.float32))
+
+
+def test_16_bit_draws_are_uniform():
+    """Each of the 2^16 integers equally likely: a chi-square test over 256 cells of 256 values (255 degrees of
+    freedom: mean 255, sd √510 ≈ 22.6; the bound is 6 sd above the mean) and over the low 8 bits alone."""
+    draws = uniform_16bit(3 * 2**20 + 1, torch.Generator().manual_seed(6))
+    assert draws.min() >= 0 and draws.max() < 2**16 and len(draws) == 3 * 2**20 + 1
+    for cells in (draws // 256, draws % 256):
+        counts = torch.bincount(cells, minlength=256).double()
+        expected = len(draws) / 256
+        chi_square = ((counts - expected) ** 2 / expected).sum().item()
+        assert chi_square < 255 + 6 * math.sqrt(2 * 255)
 
 
 def test_bad_arguments_are_refused():

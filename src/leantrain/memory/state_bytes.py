@@ -37,8 +37,12 @@ def batch_bytes(batch: dict[str, Tensor] | Tensor) -> int:
 
 
 def tensors_in(value: Any) -> Iterable[Tensor]:
-    """Every tensor in a nest of dicts, lists and tuples."""
-    if isinstance(value, Tensor):
+    """Every tensor in a nest of dicts, lists and tuples; a wrapper subclass (``__tensor_flatten__``, such as
+    torchao's 8-bit optimizer states) by the tensors it holds, which own the storage."""
+    if isinstance(value, Tensor) and hasattr(value, "__tensor_flatten__"):
+        for name in value.__tensor_flatten__()[0]:
+            yield from tensors_in(getattr(value, name))
+    elif isinstance(value, Tensor):
         yield value
     elif isinstance(value, dict):
         for item in value.values():

@@ -27,7 +27,7 @@ from leantrain.optim.sharding import RowShards, check_row_sharded
 from leantrain.optim.sixteen_bit import SixteenBitWeights
 from leantrain.validation import is_positive_int
 
-CHUNK_BLOCKS = 4096  # 8-bit moments are updated 4096 blocks (1 Mi values) at a time
+CHUNK_BLOCKS = 512  # 8-bit moments are updated 512 blocks (128 Ki values) at a time: temporaries stay in cache
 _INNER_KEYS = ("adam_step", "exp_avg", "exp_avg_sq", "exp_avg_codes", "exp_avg_scales", "exp_avg_sq_codes",
                "exp_avg_sq_scales")  # the fp32 and the 8-bit moments
 

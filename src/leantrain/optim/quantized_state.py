@@ -4,6 +4,10 @@ The algorithm of torchao 0.18's ``OptimState8bit``: the tensor is cut into block
 each block keeps its absmax s (fp32) and each value x the uint8 code c of the dynamic map entry
 nearest to x/s (§2.2, the dynamic tree map without zero padding: 256 sorted values in [-1, 1] signed,
 [0, 1] unsigned, finer near 0), so x ≈ map[c]·s. 1 + 4/256 bytes per value instead of 4.
+
+Both directions are table look-ups (:func:`look_up`), the costly part on a CPU: one per value to quantize
+(:func:`rounding_table`, by the value's top 16 bits) and one per two values to dequantize (:func:`pair_table`),
+where a binary search and a look-up per value took 3-4x as long (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -34,29 +38,67 @@ def dynamic_map(signed: bool, device: torch.device | str = "cpu") -> Tensor:
     return torch.cat(values).sort().values.to(device)
 
 
-@lru_cache(maxsize=8)
-def search_tables(signed: bool, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
-    """What ``copy_`` finds the nearest map entry with, in a few passes instead of a binary search:
+def nearest_codes(scaled: Tensor, signed: bool) -> Tensor:
+    """The code of the map entry nearest to each value of ``scaled`` (in [−1, 1]), a tie going up: with k the
+    last entry ≤ x (the first if none), x goes up to k + 1 iff x − map[k] ≥ (map[k+1] − map[k])·0.5 in fp32,
+    torchao's rounding with the same arithmetic. A binary search: the reference :func:`rounding_table` is built from."""
+    code_map = dynamic_map(signed, scaled.device)
+    half_gap = torch.cat([(code_map[1:] - code_map[:-1]) * 0.5, torch.tensor([torch.inf], device=scaled.device)])
+    below = (torch.searchsorted(code_map, scaled, right=True) - 1).clamp_(min=0)
+    return below + (scaled - code_map[below] >= half_gap[below])
 
-    - ``floor[b]`` (int32), for each of the 2^16 buckets of fp32 values sharing their top 16 bits (sign,
-      exponent, 7 mantissa bits: 0.8% wide; indexed by the bits as a signed int16, so negative buckets
-      wrap), the last map entry ≤ the bucket's smallest value (−1 if none). The map's entries are ≥ 1.4%
-      apart, so a bucket holds at most one: the last entry ≤ x is ``floor`` or the next one;
-    - ``entries``: the map with +∞ appended (the entry after the last);
-    - ``half_gap[k]`` = (map[k+1] − map[k])·0.5 in fp32, +∞ for the last: x goes up from entry k iff
-      x − map[k] ≥ half_gap[k], torchao's rounding with the same arithmetic.
+
+@lru_cache(maxsize=8)
+def rounding_table(signed: bool, device: torch.device | str = "cpu") -> Tensor:
+    """What ``copy_`` rounds with, one look-up instead of a binary search: for each of the 2^16 buckets of fp32
+    values sharing their top 16 bits (sign, exponent, 7 mantissa bits: 0.8% wide), indexed by those bits as a
+    signed int16 plus 2^15, one int64 packing two 32-bit values (in memory order, ``.view(torch.int32)``):
+
+    - ``threshold[b]`` (fp32 bits): the bucket's lowest value whose code is one more than its lowest value's,
+      +∞ if none;
+    - ``code_low[b]`` (int32): :func:`nearest_codes` of the bucket's lowest value.
+
+    The map's entries, and so the points where the code steps up, are ≥ 1.4% apart, so the code steps at most
+    once inside a bucket: x's code is ``code_low[b] + (x ≥ threshold[b])``, exactly :func:`nearest_codes`
+    (the thresholds are found by bisection on it). Buckets of infinities and NaNs get the code of 0 and +∞.
     """
-    code_map = dynamic_map(signed)
-    bits = torch.arange(2**16, dtype=torch.int64)
-    smallest = torch.where(bits < 2**15, bits << 16, (bits << 16) | 0xFFFF).to(torch.int32).view(torch.float32)
-    largest = torch.where(bits < 2**15, (bits << 16) | 0xFFFF, bits << 16).to(torch.int32).view(torch.float32)
-    floor = torch.searchsorted(code_map, smallest, right=True) - 1
-    finite = torch.isfinite(smallest) & torch.isfinite(largest)
-    if ((torch.searchsorted(code_map, largest, right=True) - 1 - floor)[finite] > 1).any():
-        raise RuntimeError("a 16-bit bucket of fp32 values holds two map entries: the bucket search would be wrong")
-    infinity = torch.tensor([torch.inf])
-    half_gap = torch.cat([(code_map[1:] - code_map[:-1]) * 0.5, infinity])
-    return floor.to(torch.int32).to(device), torch.cat([code_map, infinity]).to(device), half_gap.to(device)
+    top = torch.arange(2**16, dtype=torch.int64)  # the top 16 bits as an unsigned number
+    negative = top >= 2**15
+
+    def values(offset: Tensor) -> Tensor:  # the bucket's fp32 values in increasing order, offset 0 … 2^16 − 1
+        low_bits = torch.where(negative, 2**16 - 1 - offset, offset)
+        return ((top << 16) | low_bits).to(torch.int32).view(torch.float32)
+
+    finite = torch.isfinite(values(torch.zeros_like(top))) & torch.isfinite(values(torch.full_like(top, 2**16 - 1)))
+    lowest, highest = (torch.where(finite, values(torch.full_like(top, end)), 0.0) for end in (0, 2**16 - 1))
+    code_low, code_high = nearest_codes(lowest, signed), nearest_codes(highest, signed)
+    if (code_high - code_low > 1).any():
+        raise RuntimeError("the code steps twice inside a 16-bit bucket of fp32 values: the look-up would be wrong")
+    first, last = torch.zeros_like(top), torch.full_like(top, 2**16 - 1)  # bisect for the first offset at code_high
+    while (first < last).any():
+        middle = (first + last) // 2
+        up = nearest_codes(torch.where(finite, values(middle), 0.0), signed) == code_high
+        last, first = torch.where(up, middle, last), torch.where(up, first, middle + 1)
+    threshold = torch.where(finite & (code_high > code_low), values(first), torch.inf)
+    order = torch.roll(torch.arange(2**16), 2**15)  # signed top bits + 2^15 → the unsigned top bits
+    packed = torch.stack([threshold[order].view(torch.int32), code_low[order].to(torch.int32)], dim=1)
+    return packed.view(torch.int64).view(-1).to(device)
+
+
+@lru_cache(maxsize=8)
+def pair_table(signed: bool, device: torch.device | str = "cpu") -> Tensor:
+    """map[c0], map[c1] of every pair of adjacent codes, packed as one int64 (the two fp32 values in memory
+    order), indexed by the pair read as a signed int16 plus 2^15: one look-up dequantizes two values."""
+    pairs = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.uint8).view(-1, 2)
+    return dynamic_map(signed)[pairs.long()].contiguous().view(torch.int64).view(-1).to(device)
+
+
+def look_up(table: Tensor, keys: Tensor) -> Tensor:
+    """``table[key + 2^15]`` for each signed 16-bit ``key`` (int16 or int32, 2-D): a ``gather`` from the table
+    repeated along the rows by a stride-0 view, which splits the rows across threads (``index_select`` on a
+    1-D table runs on one thread)."""
+    indices = keys.long().add_(2**15)
+    return torch.gather(table.expand(len(indices), -1), 1, indices)
 
 
 class QuantizedState:
@@ -89,7 +131,9 @@ class QuantizedState:
     def dequantize(self, blocks: slice = slice(None)) -> Tensor:
         """map[c]·s, fp32: in the codes' shape, or of the ``blocks`` (a slice of block indices) as (n, 256)."""
         codes = self.codes.view(-1, BLOCK_SIZE)[blocks]
-        values = dynamic_map(self.signed, self.codes.device)[codes.int()] * self.scales[blocks].view(-1, 1)
+        pairs = codes.reshape(-1, BLOCK_SIZE).view(torch.int16)  # 128 pairs a block
+        values = look_up(pair_table(self.signed, self.codes.device), pairs).view(torch.float32)
+        values = values.view(codes.shape).mul_(self.scales[blocks].view(-1, 1))
         return values.view(self.codes.shape) if blocks == slice(None) else values
 
     def copy_(self, values: Tensor, blocks: slice = slice(None)) -> QuantizedState:
@@ -100,12 +144,11 @@ class QuantizedState:
             raise ValueError(f"values of shape {tuple(values.shape)} cannot go into a state of shape "
                              f"{tuple(self.codes.shape)}" + ("" if blocks == slice(None) else f" at blocks {blocks}"))
         block_values = values.float().reshape(-1, BLOCK_SIZE)
-        scales = block_values.abs().amax(-1).clip(1e-12)
-        scaled = block_values / scales.view(-1, 1)
-        floor, entries, half_gap = search_tables(self.signed, self.codes.device)
-        below = floor[scaled.view(torch.int32) >> 16]  # the top 16 bits, as a signed index
-        below += entries[below + 1] <= scaled  # the last entry ≤ x/s (a binary search's answer), or −1 if none:
-        below.clamp_(min=0)  # the signed map starts at −0.993, so x/s in [−1, −0.993) takes the first entry
-        target.copy_(below + (scaled - entries[below] >= half_gap[below]))  # the nearest, a tie going up
+        scales = block_values.abs().amax(-1).clip_(1e-12)
+        scaled = (block_values / scales.view(-1, 1)).view(-1)
+        buckets = (scaled.view(torch.int32) >> 16).view(-1, BLOCK_SIZE)  # the top 16 bits, signed
+        looked_up = look_up(rounding_table(self.signed, self.codes.device), buckets).view(torch.int32)
+        threshold, code_low = looked_up.view(-1, 2).unbind(1)
+        target.view(-1).copy_(code_low).add_(scaled >= threshold.view(torch.float32))
         self.scales[blocks] = scales
         return self
