@@ -14,12 +14,15 @@ The estimate is leantrain's own accounting (memory/saved_tensors.py) run on a on
 converted model, scaled by the batch size (saved activations are linear in it), plus the optimizer's
 states after one step. A model given by name or folder is not built whole: two copies of it with one and
 two layers (random weights) are measured and every figure is scaled to the model's depth (each layer
-holds the same), so a plan needs no more memory than a 2-layer copy and no step of the whole model (on 2
-CPU cores a SmolLM2-1.7B plan over every combination took 4.7 minutes, mostly one-example forwards). Then the
+holds the same), so a plan needs no more memory than a 2-layer copy and no step of the whole model. One
+forward of each copy gives both the saved bytes and the largest layer's. Combinations whose weights alone
+(counted on the meta device) exceed the budget are not measured: at SmolLM2-1.7B and 4 GiB, the fp32 ones
+(on 2 CPU cores that plan took 4.7 minutes with them, 1.5 without; BENCHMARKS.md). Then the
 transients: the logits of the stock LM-head loss (its fp32 copy and its gradient besides the saved
 log-softmax, 2 × B·L·V·4 bytes; with the fused loss a chunk's worth and the gradients it keeps), under
-checkpointing the rerun of the largest layer, and the optimizer step's temporaries (an Adam direction and
-√V of the largest weight in fp32; Adafactor's row chunks). The sum is an upper bound: the phases do not all
+checkpointing the rerun of the largest layer, where the device has no bf16 units a 16-bit linear layer's fp32
+products (fp32_matmuls.py), and the optimizer step's temporaries (an Adam direction and √V of the largest
+weight in fp32; Adafactor's row chunks). The sum is an upper bound: the phases do not all
 peak at once. Step times are relative costs measured on this project's CPU benchmarks (``TIME_COST``;
 BENCHMARKS.md, "Causal-LM SFT at the memory frontier"), a product over the parts that are on. A ``margin``
 (default 10%) is kept free for what the accounting does not see (allocator slack, library workspaces).
@@ -38,7 +41,7 @@ import torch
 from torch import nn
 
 from leantrain.config import MemoryOptions, OptimConfig, describe_parts
-from leantrain.fp32_matmuls import prefer_fp32_matmuls_
+from leantrain.fp32_matmuls import WIDENED, bf16_matmul_is_native, prefer_fp32_matmuls_
 from leantrain.lean import LeanConfig
 from leantrain.memory.saved_tensors import saved_tensor_bytes
 from leantrain.memory.state_bytes import optimizer_state_bytes, parameter_bytes
@@ -83,6 +86,7 @@ class Plan:
     memory: MemoryOptions  # the chosen memory parts, and the optimizer with its chosen state bits / step
     optim: OptimConfig
     refused: dict[str, str] = field(default_factory=dict)  # parts -> why the model refuses them
+    skipped: dict[str, int] = field(default_factory=dict)  # "fp32 weights" not measured -> their bytes alone
 
     def fits(self, estimate: Estimate) -> bool:
         return estimate.total <= self.budget * (1 - self.margin)
@@ -102,6 +106,8 @@ class Plan:
             if chosen:
                 break
         lines += [f"  refused  {parts}: {reason}" for parts, reason in self.refused.items()]
+        lines += [f"  skipped  every combination with {name}: the weights alone take {size / MIB:,.0f} MiB"
+                  for name, size in self.skipped.items()]
         return "\n".join(lines)
 
 
@@ -145,7 +151,10 @@ class Measured:
                 adapters.apply(network)
 
     def of(self, measure: Callable[[nn.Module], int]) -> int:
-        values = [measure(network) for network in self.networks]
+        return self.scaled([measure(network) for network in self.networks])
+
+    def scaled(self, values: list[int]) -> int:
+        """The model's figure from its networks' ``values``: the one-layer copy's plus a layer's per extra layer."""
         return values[0] if len(values) == 1 else values[0] + (self.depth - 1) * (values[1] - values[0])
 
     @property
@@ -185,18 +194,38 @@ def lm_head_vocabulary(model: nn.Module) -> int:
     return 0 if head is None else head.weight.shape[0]
 
 
+def trained_head_numel(model: nn.Module) -> int:
+    """Values of ``model``'s LM-head weight if it is trained (its gradient is a full V × d tensor), else 0."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return 0 if head is None or not head.weight.requires_grad else head.weight.numel()
+
+
 def _fused_head_bytes(model: nn.Module, tokens: int, step_in_backward: bool) -> int:
     """What the fused LM-head loss (lean/lm_loss.py) holds besides the saved activations: two fp32 arrays of a
     chunk's logits (``LeanConfig.lm_loss_chunk_logits`` at most: the logits, turned into their gradient in place,
-    and soft-capping's derivative), the hidden states' gradient kept for backward, and the head's gradient itself
-    where the step in backward does not count every gradient."""
+    and soft-capping's derivative), the hidden states' gradient kept for backward, and, under the step in
+    backward, the head's gradient, computed in the forward and held until its update (a tied embedding's own
+    dense gradient, the estimate's gradient term, joins it at the end of backward)."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None:
         return 0
     vocab, width = head.weight.shape
     size = head.weight.element_size()
     logits = min(LeanConfig().lm_loss_chunk_logits, tokens * vocab)
-    return 2 * logits * 4 + tokens * width * size + (vocab * width * size if step_in_backward else 0)
+    return 2 * logits * 4 + tokens * width * size + (trained_head_numel(model) * size if step_in_backward else 0)
+
+
+def fp32_product_bytes(model: nn.Module, tokens: int, device: str, fused_head: bool) -> int:
+    """What a 16-bit linear layer's products hold in fp32 where ``device`` has no bf16 units (fp32_matmuls.py),
+    at its backward over ``tokens`` rows: the output gradient and the input in fp32, an fp32 weight gradient
+    and its rounded copy, 4·T·(in + out) + 6·in·out bytes for the largest layer (the LM head's only when the
+    fused loss does not compute it). 0 where bf16 products are native or the weights are fp32."""
+    if bf16_matmul_is_native(torch.device(device).type):
+        return 0
+    head = model.get_output_embeddings() if fused_head and hasattr(model, "get_output_embeddings") else None
+    return max((4 * tokens * (m.in_features + m.out_features) + 6 * m.in_features * m.out_features
+                for m in model.modules() if isinstance(m, nn.Linear) and m.weight.dtype in WIDENED and m is not head),
+               default=0)
 
 
 def planned(config: Any, model: str | nn.Module, batch_size: int, seq_len: int,
@@ -231,6 +260,15 @@ def tier(memory: MemoryOptions, optim: OptimConfig) -> int:
     return 2 if memory.sampling is not None else int(optim.weights == "bf16")
 
 
+def weight_bytes(model: str | nn.Module, weights: str) -> int:
+    """Bytes of ``model``'s parameters stored as ``weights`` ("fp32" or "bf16"), counted on the meta device for a
+    name or folder: a floor under every estimate with those weights, known without building anything."""
+    from leantrain.models.presets import meta_model
+
+    module = model if isinstance(model, nn.Module) else meta_model(model)
+    return sum(param.numel() for param in module.parameters()) * (2 if weights == "bf16" else 4)
+
+
 def candidates(memory: MemoryOptions, optim: OptimConfig) -> list[tuple[MemoryOptions, OptimConfig]]:
     """Every combination of the parts (module docstring) on top of ``memory``'s LoRA and ``optim``'s optimizer;
     bf16 weights if the optimizer can train them, and always when ``optim`` already asks for them."""
@@ -258,8 +296,10 @@ class Estimator:
     (module docstring), its measurements shared between the parts that need the same ones. Calling it returns
     the ``Estimate``, or the reason the model refuses those parts."""
 
-    def __init__(self, model: str | nn.Module, batch_size: int, seq_len: int, memory: MemoryOptions) -> None:
+    def __init__(self, model: str | nn.Module, batch_size: int, seq_len: int, memory: MemoryOptions,
+                 device: str = "cpu") -> None:
         self.model, self.batch_size, self.seq_len, self.adapters = model, batch_size, seq_len, memory
+        self.device = device
         self.measured: dict[str, Measured] = {}
         self.activations: dict[tuple, tuple[int, int] | str] = {}
         self.states: dict[tuple, int] = {}
@@ -278,9 +318,9 @@ class Estimator:
         key = (weights, parts.sampling, parts.checkpointing, parts.lean, parts.chunked_loss)
         if key not in self.activations:
             one = random_batch(network.sample, 1, self.seq_len)
-            try:
-                self.activations[key] = (network.of(lambda m: _activation_bytes(m, one, parts)[0]),
-                                         _activation_bytes(network.sample, one, parts)[1])
+            try:  # one forward of each network: the sample's (the first) also gives the largest layer's bytes
+                measured = [_activation_bytes(model, one, parts) for model in network.networks]
+                self.activations[key] = (network.scaled([total for total, _ in measured]), measured[0][1])
             except ValueError as error:  # a part this model refuses
                 self.activations[key] = str(error)
         return self.activations[key]
@@ -299,20 +339,24 @@ class Estimator:
             self.states[state_key] = network.of(lambda m: states_after_a_step(m, optim))
         trainable = [p for p in network.sample.parameters() if p.requires_grad]
         largest = max(p.numel() for p in trainable)
+        fused = parts.lean or parts.chunked_loss
         gradients = (largest * trainable[0].element_size() if optim.step_in_backward
                      else network.of(lambda m: parameter_bytes(m, trainable_only=True)))
         tokens = self.batch_size * self.seq_len
-        head = (_fused_head_bytes(network.sample, tokens, optim.step_in_backward) if parts.lean or parts.chunked_loss
+        head = (_fused_head_bytes(network.sample, tokens, optim.step_in_backward) if fused
                 else 2 * tokens * lm_head_vocabulary(network.sample) * 4)
         rerun = layer * self.batch_size if parts.checkpointing else 0
+        products = fp32_product_bytes(network.sample, tokens, self.device, fused)
         return Estimate(parts, optim, network.of(parameter_bytes), gradients, self.states[state_key],
-                        saved * self.batch_size, head + rerun + _step_temporaries(optim, largest), _time(parts, optim))
+                        saved * self.batch_size, head + rerun + products + _step_temporaries(optim, largest),
+                        _time(parts, optim))
 
 
 def estimate_step(model: str | nn.Module, batch_size: int, seq_len: int, memory: MemoryOptions,
-                  optim: OptimConfig) -> Estimate:
-    """The planner's estimate of one step with exactly these parts; ValueError if the model refuses them."""
-    estimate = Estimator(model, batch_size, seq_len, memory)(memory, optim)
+                  optim: OptimConfig, device: str = "cpu") -> Estimate:
+    """The planner's estimate of one step with exactly these parts on ``device``; ValueError if the model refuses
+    them."""
+    estimate = Estimator(model, batch_size, seq_len, memory, device)(memory, optim)
     if isinstance(estimate, str):
         raise ValueError(estimate)
     return estimate
@@ -330,9 +374,16 @@ def plan_memory(model: str | nn.Module, batch_size: int, seq_len: int, budget: i
     if budget <= 0:
         raise ValueError(f"memory budget={budget!r} must be a positive number of bytes")
     memory, optim = memory or MemoryOptions(), optim or OptimConfig()
-    estimator = Estimator(model, batch_size, seq_len, memory)
+    estimator = Estimator(model, batch_size, seq_len, memory, device)
     estimates, refused, fitting = [], {}, []
     options = candidates(memory, optim)
+    floors = {weights: weight_bytes(model, weights) for weights in {option[1].weights for option in options}}
+    # Combinations whose weights alone exceed the budget are not measured (a 1.7B copy's forwards take minutes)
+    skipped = {f"{weights} weights": floor for weights, floor in floors.items() if floor > budget * (1 - margin)}
+    options = [option for option in options if f"{option[1].weights} weights" not in skipped]
+    if not options:
+        raise ValueError(f"no combination fits {budget / MIB:,.0f} MiB (with {margin:.0%} kept free): the weights "
+                         f"alone take at least {min(skipped.values()) / MIB:,.0f} MiB; raise the budget")
     for level in sorted({tier(*option) for option in options}):  # a later tier only when nothing earlier fits
         for parts, parts_optim in (option for option in options if tier(*option) == level):
             estimate = estimator(parts, parts_optim)
@@ -355,4 +406,4 @@ def plan_memory(model: str | nn.Module, batch_size: int, seq_len: int, budget: i
                          "low-rank optimizer or Adafactor (the state floor: --optim adafactor), or a smaller batch")
     chosen = fitting[0]
     check_fits(chosen.total, f"the planned step ({describe_parts(chosen.memory, chosen.optim)})", device)
-    return Plan(budget, margin, estimates, chosen.memory, chosen.optim, refused)
+    return Plan(budget, margin, estimates, chosen.memory, chosen.optim, refused, skipped)
