@@ -196,9 +196,9 @@ def test_the_command_line_trains_and_evaluates_pass_at_k(tmp_path, tiny_model, p
     assert cli_main(["rl", "--model", tiny_model, "--data", problems_file, "--held-out", "5", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["eval_problems"] == 5
     # the planner's parts for a micro-batch (20 rows of 51 tokens: stock ~11 MiB, lean less) in what the rollouts
-    # leave (2 MiB), written nowhere
+    # leave (2 MiB in fp32: "auto" would take bf16 on a CPU with bf16 units, and half the KV cache), written nowhere
     assert cli_main(["rl", "--model", tiny_model, "--data", problems_file, "--held-out", "8", "--memory-budget",
-                     "9MiB", "--print-config", "--out", str(tmp_path / "planned")]) == 0
+                     "9MiB", "--rollout-dtype", "fp32", "--print-config", "--out", str(tmp_path / "planned")]) == 0
     printed = capsys.readouterr()
     planned = json.loads(printed.out)
     assert "rollouts: 2.0 MiB beyond the weights" in printed.err
@@ -206,7 +206,7 @@ def test_the_command_line_trains_and_evaluates_pass_at_k(tmp_path, tiny_model, p
     assert planned["memory"]["budget"] == 9 * 2**20 and planned["memory"]["lean"] is True
     assert not (tmp_path / "planned").exists()
     assert cli_main(["rl", "--model", tiny_model, "--data", problems_file, "--held-out", "8", "--memory-budget",
-                     "1MiB", "--out", str(tmp_path / "refused")]) == 2
+                     "1MiB", "--rollout-dtype", "fp32", "--out", str(tmp_path / "refused")]) == 2
     assert "generating the rollouts alone needs 2 MiB beyond the weights, more than --memory-budget 1 MiB" in \
         capsys.readouterr().err
     assert not (tmp_path / "refused").exists()  # refused before the run folder is made
@@ -220,8 +220,12 @@ def two_step_records(config: RLConfig) -> list[dict]:
 
 @pytest.mark.parametrize("layout", ["ddp", "fsdp2"])
 def test_two_processes_give_the_one_process_run(tmp_path, tiny_model, problems_file, layout):
-    one = two_step_records(tiny(tmp_path / "one", tiny_model, problems_file))
-    two = launch(two_step_records, tiny(tmp_path / "two", tiny_model, problems_file, **{"engine.layout": layout}))[0]
+    """Every process logs the whole batch's sampler-trainer gap. FSDP2 generates with its own fp32 shards, so its
+    runs compare with fp32 rollouts ("auto" takes a bf16 copy in one process on a CPU with bf16 units)."""
+    dtype = "fp32" if layout == "fsdp2" else "auto"
+    one = two_step_records(tiny(tmp_path / "one", tiny_model, problems_file, rollout_dtype=dtype))
+    two = launch(two_step_records, tiny(tmp_path / "two", tiny_model, problems_file, rollout_dtype=dtype,
+                                        **{"engine.layout": layout}))[0]
     assert_same_records(two, one)
 
 

@@ -17,7 +17,7 @@ two layers (random weights) are measured and every figure is scaled to the model
 holds the same), so a plan needs no more memory than a 2-layer copy and no step of the whole model. One
 forward of each copy gives both the saved bytes and the largest layer's. Combinations whose weights alone
 (counted on the meta device) exceed the budget are not measured: at SmolLM2-1.7B and 4 GiB, the fp32 ones
-(on 2 CPU cores that plan took 4.7 minutes with them, 1.5 without; BENCHMARKS.md). Then the
+(on 2 CPU cores that plan took 174 s before, 44 s now; BENCHMARKS.md). Then the
 transients: the logits of the stock LM-head loss (its fp32 copy and its gradient besides the saved
 log-softmax, 2 × B·L·V·4 bytes; with the fused loss a chunk's worth and the gradients it keeps), under
 checkpointing the rerun of the largest layer, where the device has no bf16 units a 16-bit linear layer's fp32

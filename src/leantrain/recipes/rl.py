@@ -254,7 +254,7 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
                                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if loss.last is not None:
             extras["clip_region"] = float(loss.last.clip_region)
-        extras.update(loss.take_mismatch())  # the sampler's log-probs against the trained weights' (bf16 rollouts)
+        extras.update(loss.take_mismatch(engine.sum_over_processes))  # sampler vs trained log-probs (bf16 rollouts)
         if (update - 1) % epochs == 0:  # the first update of an RL step carries its rollouts
             extras.update(buffer.metrics)
             extras["train_seconds"] = seconds - buffer.metrics["generation_seconds"]

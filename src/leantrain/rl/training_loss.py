@@ -16,7 +16,7 @@ tokens by truncated importance sampling (rl/importance_sampling.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -124,10 +124,12 @@ class RLLoss:
         self.last_entropy = float("nan")
         self._mismatch = torch.zeros(3, dtype=torch.float64)
 
-    def take_mismatch(self) -> dict[str, float]:
+    def take_mismatch(self, total: Callable[[Tensor], Tensor] = lambda sums: sums) -> dict[str, float]:
         """The token means of |log π_train − log π_sample| and of the k3 KL estimate since the last call
-        (empty when no micro-batch carried the sampler's log-probs), and the sums reset."""
-        absolute, k3, tokens = self._mismatch.tolist()
+        (empty when no micro-batch carried the sampler's log-probs), and the sums reset. ``total`` sums them
+        over processes (``Engine.sum_over_processes``: a collective), so that every process reports the
+        whole batch's means, as one process would."""
+        absolute, k3, tokens = total(self._mismatch).tolist()
         self._mismatch.zero_()
         return {} if tokens == 0 else {"sampler_logprob_gap": absolute / tokens, "sampler_kl": k3 / tokens}
 
