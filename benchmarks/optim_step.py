@@ -62,7 +62,7 @@ def eight_bit_optimizers(dtype: torch.dtype) -> dict[str, tuple[torch.optim.Opti
     generator = torch.Generator().manual_seed(0)
     grads = [torch.randn(p.shape, generator=generator).mul_(1e-3).to(dtype) for p in model.parameters()]
 
-    def copy() -> list[torch.Tensor]:
+    def fresh_parameters() -> list[torch.Tensor]:
         params = [torch.nn.Parameter(p.detach().clone()) for p in model.parameters()]
         for param, grad in zip(params, grads, strict=True):
             param.grad = grad.clone()
@@ -83,7 +83,7 @@ def eight_bit_optimizers(dtype: torch.dtype) -> dict[str, tuple[torch.optim.Opti
         print("torchao is not installed (pip install -e '.[bench]'): its row is left out")
     optimizers = {}
     for name, make in makers.items():
-        params = copy()
+        params = fresh_parameters()
         optimizers[name] = (make(params), params)
     return optimizers
 

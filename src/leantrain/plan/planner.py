@@ -187,16 +187,21 @@ def states_after_a_step(model: nn.Module, optim: OptimConfig) -> int:
     return optimizer_state_bytes(optimizer)
 
 
+def output_head(model: nn.Module) -> nn.Module | None:
+    """``model``'s LM head (``get_output_embeddings``), or None for a model without one."""
+    return model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+
+
 def lm_head_vocabulary(model: nn.Module) -> int:
     """The vocabulary of ``model``'s language-model head (its logits are the loss's largest buffers), or 0 for a
     model without one (a classifier's head is small)."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = output_head(model)
     return 0 if head is None else head.weight.shape[0]
 
 
 def trained_head_numel(model: nn.Module) -> int:
     """Values of ``model``'s LM-head weight if it is trained (its gradient is a full V × d tensor), else 0."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = output_head(model)
     return 0 if head is None or not head.weight.requires_grad else head.weight.numel()
 
 
@@ -206,7 +211,7 @@ def _fused_head_bytes(model: nn.Module, tokens: int, step_in_backward: bool) -> 
     and soft-capping's derivative), the hidden states' gradient kept for backward, and, under the step in
     backward, the head's gradient, computed in the forward and held until its update (a tied embedding's own
     dense gradient, the estimate's gradient term, joins it at the end of backward)."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = output_head(model)
     if head is None:
         return 0
     vocab, width = head.weight.shape
@@ -222,7 +227,7 @@ def fp32_product_bytes(model: nn.Module, tokens: int, device: str, fused_head: b
     fused loss does not compute it). 0 where bf16 products are native or the weights are fp32."""
     if bf16_matmul_is_native(torch.device(device).type):
         return 0
-    head = model.get_output_embeddings() if fused_head and hasattr(model, "get_output_embeddings") else None
+    head = output_head(model) if fused_head else None
     return max((4 * tokens * (m.in_features + m.out_features) + 6 * m.in_features * m.out_features
                 for m in model.modules() if isinstance(m, nn.Linear) and m.weight.dtype in WIDENED and m is not head),
                default=0)
