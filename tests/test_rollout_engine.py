@@ -146,3 +146,14 @@ def test_the_bf16_copy_merges_lora_and_leaves_the_trained_model_alone():
         generation_model(plain, "fp16")
     with pytest.raises(ValueError, match="engine='vllm' is not one of leantrain, hf"):
         generate_rollouts(plain, PROMPTS, [1, 1, 1, 1], max_new_tokens=3, engine="vllm")
+
+
+def test_the_copy_of_an_eager_model_generates_with_fused_attention():
+    model = tiny_model()
+    model.set_attn_implementation("eager")
+    ids = torch.tensor([PROMPTS[1]])
+    with torch.no_grad():
+        copy = generation_model(model, "bf16")
+        torch.testing.assert_close(copy(ids).logits.float(), model(ids).logits, rtol=0.05, atol=0.05)
+    assert copy.config._attn_implementation == "sdpa"
+    assert model.config._attn_implementation == "eager"

@@ -8,10 +8,11 @@ prompt once per row and steps every row until the last one ends. Here (../shared
 - rows that have ended leave the batch every ``check_every`` tokens: the cache, the mask and the
   positions are compacted, so a long tail costs only the rows still running. That check is the one host
   synchronisation of the decode loop;
-- the next token is drawn as ``generate`` draws it: fp32 scores through temperature, top-k and top-p
-  (transformers' warpers, in ``generate``'s order), softmax and ``torch.multinomial``; greedy is argmax.
-  So at fp32 greedy completions equal ``generate``'s, and sampled ones follow its distribution (its RNG
-  stream too until the first row leaves).
+- the next token is drawn from ``generate``'s distribution: fp32 scores through temperature, top-k and
+  top-p (transformers' warpers, in ``generate``'s order) and softmax; greedy is argmax. So at fp32 greedy
+  completions equal ``generate``'s, and sampled ones follow its distribution, drawn by inverting the CDF at
+  one uniform per row (generation/draw.py) rather than ``torch.multinomial``'s exponential variate per
+  vocabulary entry, which took a fifth of a decode step.
 
 It also returns the sampler's log-probability of each token it drew (of the processed scores, as
 transformers' continuous batching reports them): what truncated importance sampling compares with the
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from leantrain.generation.continuations import Decoding
+from leantrain.generation.draw import inverse_cdf_draw
 from leantrain.validation import is_positive_int
 
 CHECK_EVERY = 4  # decode steps between the checks that drop ended rows
@@ -84,7 +86,10 @@ class _Forward:
         self.cache = "cache" if "cache" in names else "past_key_values"  # transformers 5.25 renamed it
 
     def __call__(self, ids: Tensor, mask: Tensor, positions: Tensor, cache=None):
-        kwargs = {} if self.keep is None else {self.keep: 1}
+        # the last position by index, not logits_to_keep=1: HF slices hidden[:, -1:], whose stride makes the
+        # LM head a batched product over a copy of its weight per prompt (B × V × d at the prefill)
+        last = torch.tensor([-1], device=ids.device) if self.keep == "logits_to_keep" else 1
+        kwargs = {} if self.keep is None else {self.keep: last}
         if cache is not None:
             kwargs[self.cache] = cache
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
@@ -118,9 +123,9 @@ def _decode(forward: _Forward, prompts: list[list[int]], copies: list[int], max_
     warp = _warpers(decoding)
     for step in range(max_new_tokens):
         scores = warp(None, logits)
-        drawn = (torch.multinomial(torch.softmax(scores, -1), 1)[:, 0] if decoding.sample
-                 else scores.argmax(-1))
-        logp = torch.log_softmax(scores, -1).gather(1, drawn[:, None])[:, 0]
+        probs = torch.softmax(scores, -1)
+        drawn = inverse_cdf_draw(probs) if decoding.sample else scores.argmax(-1)
+        logp = probs.gather(1, drawn[:, None])[:, 0].log()
         drawn = drawn.masked_fill(ended, pad)
         tokens[running, step] = drawn
         logprobs[running, step] = logp.masked_fill(ended, 0.0)

@@ -210,7 +210,8 @@ def rollout_dtype(dtype: str, device_type: str, weights: torch.dtype) -> torch.d
 def generation_model(model: nn.Module, dtype: str) -> nn.Module:
     """The model that generates rollouts in ``dtype`` (``rollout_dtype``): ``model`` itself when its weights
     already are that dtype (LoRA adapters stay unmerged: merging them in a copy would cost a second model), else
-    a copy in that dtype with the adapters merged into its weights. A model sharded over processes (FSDP2)
+    a copy in that dtype with the adapters merged into its weights, and with PyTorch's fused attention (SDPA)
+    where the model was loaded with eager attention and supports it. A model sharded over processes (FSDP2)
     generates with its own weights: a copy of one shard is not a model."""
     first = next(model.parameters())
     wanted = rollout_dtype(dtype, first.device.type, first.dtype)
@@ -222,6 +223,8 @@ def generation_model(model: nn.Module, dtype: str) -> nn.Module:
     for module in copy_of.modules():
         if hasattr(module, "merge") and hasattr(module, "lora_A"):
             module.merge()
+    if getattr(copy_of.config, "_attn_implementation", None) == "eager" and getattr(copy_of, "_supports_sdpa", False):
+        copy_of.set_attn_implementation("sdpa")  # one fused kernel, no repeated KV heads: faster decode steps
     return copy_of.to(wanted).requires_grad_(False)
 
 
