@@ -24,7 +24,9 @@ step allocates), and the total, that plus the weights (as benchmarks/hyperfit.py
 median of ``--repeats`` steps after one warm-up step, each configuration in a fresh subprocess of its
 own, one after another (all four in one process outgrow a 24 GiB machine at this batch). Generation:
 the generators' calls interleaved after a warm-up call each (benchmarks/timing.py), the same seed on
-every call; ``--generation-batch`` rows at once. The bf16 generators run only where bf16 products are native.
+every call; ``--generation-batch`` rows at once; SDPA attention (transformers' default) unless a generator
+says eager; each generator's memory is the peak RSS of one call above its loaded model, in a fresh
+subprocess. The bf16 generators run only where bf16 products are native.
 
 Run:  .venv/bin/python benchmarks/rl_step.py [--prompts 8 --rollouts 8 --new-tokens 32 --repeats 3]
       [--micro-tokens 1024] [--chunk-rows 128] [--only memory time generation] [--generation-batch 64]
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import multiprocessing
 import queue
 import shlex
@@ -53,8 +56,8 @@ from leantrain.data.micro_batches import local_micro_batches
 from leantrain.data.problems import load_problems
 from leantrain.fp32_matmuls import bf16_matmul_is_native
 from leantrain.lean.token_logprobs import LOGITS_BYTES
-from leantrain.memory.allocator import fix_mmap_threshold
-from leantrain.memory.peak import cpu_peak_in_subprocess
+from leantrain.memory.allocator import fix_mmap_threshold, trim_heap
+from leantrain.memory.peak import cpu_peak_in_subprocess, proc_status_kib
 from leantrain.optim.in_backward import StepInBackward
 from leantrain.plan.planner import states_after_a_step
 from leantrain.recipes.causal_lm import model_folder
@@ -79,9 +82,12 @@ CONFIGS: dict[str, tuple[MemoryOptions, OptimConfig]] = {
     "checkpointing + 8-bit + step in backward": (MemoryOptions(checkpointing="layers"), LEANEST),
     "checkpointing + 8-bit + step in backward + LoRA r16": (MemoryOptions(lora=16, checkpointing="layers"), LEANEST),
 }
-# name -> (engine, dtype) of generate_rollouts; the baseline, model.generate on the fp32 weights, first
-GENERATORS = {"model.generate, fp32": ("hf", "fp32"), "model.generate, bf16": ("hf", "bf16"),
-              "rollout engine, fp32": ("leantrain", "fp32"), "rollout engine, bf16": ("leantrain", "bf16")}
+# name -> (engine, dtype, attention) of generate_rollouts; the baseline, model.generate on the fp32 weights, first.
+# SDPA is transformers' default; model.generate in bf16 also with eager attention, where this CPU ran it faster.
+GENERATORS = {"model.generate, fp32": ("hf", "fp32", "sdpa"), "model.generate, bf16": ("hf", "bf16", "sdpa"),
+              "model.generate, bf16, eager attention": ("hf", "bf16", "eager"),
+              "rollout engine, fp32": ("leantrain", "fp32", "sdpa"),
+              "rollout engine, bf16": ("leantrain", "bf16", "sdpa")}
 
 
 def load_policy(folder: str | Path) -> nn.Module:
@@ -115,32 +121,67 @@ def seeded_rollouts(model: nn.Module, prompt_ids: list[list[int]], rollouts_per_
                              temperature=1.0, batch_size=rollouts_per_prompt * len(prompt_ids))
 
 
+def generator_model(model: nn.Module, name: str) -> nn.Module:
+    """What generator ``name`` is handed: ``model`` (fp32, eager) with its attention; a 16-bit eager generator gets
+    its bf16 model here, since ``generation_model`` would give its 16-bit copy SDPA."""
+    _, dtype, attention = GENERATORS[name]
+    model = copy.deepcopy(model)
+    model.set_attn_implementation(attention)
+    return model.to(torch.bfloat16) if attention == "eager" and dtype == "bf16" else model
+
+
+def generate_with(model: nn.Module, name: str, prompt_ids: list[list[int]], rollouts_per_prompt: int,
+                  new_tokens: int, seed: int, batch_size: int) -> Rollouts:
+    """Generator ``name``'s rollouts on ``model`` (``generator_model``'s): T = 1, the RNG seeded with ``seed``."""
+    engine, dtype, _ = GENERATORS[name]
+    torch.manual_seed(seed)
+    return generate_rollouts(model, prompt_ids, [rollouts_per_prompt] * len(prompt_ids), max_new_tokens=new_tokens,
+                             temperature=1.0, batch_size=batch_size, engine=engine, dtype=dtype)
+
+
 def generation_speed(model: nn.Module, prompt_ids: list[list[int]], rollouts_per_prompt: int, new_tokens: int,
                      repeats: int, seed: int, batch_size: int) -> tuple[dict[str, float], dict[str, int]]:
     """Generated tokens per second (EOS included, padding not) of each generator of ``GENERATORS`` on the same
     rows (``generate_rollouts`` with that engine and dtype, ``batch_size`` rows at once), sampling at T = 1 with
-    the same seed on every call: (median tokens/s, tokens per call). Every generator runs on a copy of ``model``
-    with PyTorch's fused attention (SDPA), transformers' default, as a user's ``model.generate`` would."""
+    the same seed on every call: (median tokens/s, tokens per call)."""
     tokens: dict[str, int] = {}
-    model = copy.deepcopy(model)
-    model.set_attn_implementation("sdpa")  # what a user calling model.generate has: transformers' default
+    models = {name: generator_model(model, name) for name in generators()}
 
     def run(name: str) -> float:
-        engine, dtype = GENERATORS[name]
-        torch.manual_seed(seed)
         start = time.perf_counter()
-        rollouts = generate_rollouts(model, prompt_ids, [rollouts_per_prompt] * len(prompt_ids),
-                                     max_new_tokens=new_tokens, temperature=1.0, batch_size=batch_size,
-                                     engine=engine, dtype=dtype)
+        rollouts = generate_with(models[name], name, prompt_ids, rollouts_per_prompt, new_tokens, seed, batch_size)
         seconds = time.perf_counter() - start
         tokens[name] = int(rollouts.completion_lengths.sum())
         return tokens[name] / seconds
 
-    speeds = interleaved_medians(run, list(generators()), repeats)  # medians of tokens/s, not of seconds
+    speeds = interleaved_medians(run, list(models), repeats)  # medians of tokens/s, not of seconds
     return speeds, tokens
 
 
-def generators() -> dict[str, tuple[str, str]]:
+def _generation_peak(folder: str, name: str, prompt_ids: list[list[int]], rollouts_per_prompt: int,
+                     new_tokens: int, seed: int, batch_size: int, results) -> None:
+    try:
+        fix_mmap_threshold()  # RSS follows the live bytes, as in the training steps' peak subprocess
+        model = generator_model(load_policy(folder), name)
+        gc.collect()
+        trim_heap()
+        Path("/proc/self/clear_refs").write_text("5")  # the high-water mark starts here
+        before = proc_status_kib("VmRSS")
+        generate_with(model, name, prompt_ids, rollouts_per_prompt, new_tokens, seed, batch_size)
+        results.put((proc_status_kib("VmHWM") - before) * 1024)
+    except BaseException as error:  # report any failure to the parent instead of dying silently
+        results.put(f"{type(error).__name__}: {error}")
+
+
+def generation_peaks(folder: str, prompt_ids: list[list[int]], rollouts_per_prompt: int, new_tokens: int,
+                     seed: int, batch_size: int) -> dict[str, int]:
+    """Per generator: the peak RSS of one call above the RSS with its model loaded (the KV cache, the logits,
+    a 16-bit copy), each in a fresh subprocess."""
+    return {name: in_subprocess(_generation_peak, folder, name, prompt_ids, rollouts_per_prompt, new_tokens, seed,
+                                batch_size) for name in generators()}
+
+
+def generators() -> dict[str, tuple[str, str, str]]:
     """The generators measured: both engines in fp32, and in bf16 where bf16 products are native here (on a
     CPU without bf16 units a bf16 product runs in fp32 copies, fp32_matmuls.py: slower, not faster)."""
     return {name: spec for name, spec in GENERATORS.items() if spec[1] == "fp32" or bf16_matmul_is_native("cpu")}
@@ -262,30 +303,30 @@ def _time_steps(spec: RLStepSpec, repeats: int, results) -> None:
         results.put(f"{type(error).__name__}: {error}")
 
 
-def step_times_in_subprocess(spec: RLStepSpec, repeats: int) -> list[float]:
-    """Seconds of ``repeats`` training steps after a warm-up step, in a fresh (spawned) process: one
-    configuration in memory at a time (all four at this batch outgrow a 24 GiB machine)."""
+def in_subprocess(target, *args):
+    """What ``target(*args, results)`` puts on ``results``, run in a fresh (spawned) process: one configuration in
+    memory at a time (all four training steps at this batch outgrow a 24 GiB machine). A string is its error."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    process = context.Process(target=_time_steps, args=(spec, repeats, results))
+    process = context.Process(target=target, args=(*args, results))
     process.start()
     while True:
         try:
-            times = results.get(timeout=5)
+            result = results.get(timeout=5)
             break
         except queue.Empty:
             if not process.is_alive():
-                raise RuntimeError(f"step-time subprocess died (exit code {process.exitcode})") from None
+                raise RuntimeError(f"{target.__name__} subprocess died (exit code {process.exitcode})") from None
     process.join()
-    if isinstance(times, str):
-        raise RuntimeError(f"step-time subprocess failed: {times}")
-    return times
+    if isinstance(result, str):
+        raise RuntimeError(f"{target.__name__} subprocess failed: {result}")
+    return result
 
 
 def time_table(specs: dict[str, RLStepSpec], repeats: int) -> str:
     medians = {}
     for name, spec in specs.items():
-        times = step_times_in_subprocess(spec, repeats)
+        times = in_subprocess(_time_steps, spec, repeats)  # seconds of steps after a warm-up
         medians[name] = statistics.median(times)
         print(f"  {name}: steps of {', '.join(f'{t:.1f}' for t in times)} s", file=sys.stderr, flush=True)
     base = next(iter(medians.values()))
@@ -294,12 +335,16 @@ def time_table(specs: dict[str, RLStepSpec], repeats: int) -> str:
     return "\n".join(lines)
 
 
-def generation_table(speeds: dict[str, float], tokens: dict[str, int], rows: int, new_tokens: int,
-                     repeats: int) -> str:
+def generation_table(speeds: dict[str, float], tokens: dict[str, int], peaks: dict[str, int], rows: int,
+                     new_tokens: int, repeats: int) -> str:
     base = speeds["model.generate, fp32"]
+    best_bf16 = max((speed for name, speed in speeds.items() if name.startswith("model.generate, bf16")), default=None)
     lines = [f"| generator ({rows} rows, max {new_tokens} new tokens, T = 1) | generated tokens per call | "
-             f"tokens/s (median of {repeats}) | vs model.generate fp32 |", "|---|---|---|---|"]
-    lines += [f"| {name} | {tokens[name]} | {speeds[name]:.1f} | {speeds[name] / base:.2f}x |" for name in speeds]
+             f"tokens/s (median of {repeats}) | vs model.generate fp32 | vs the faster model.generate bf16 | "
+             "peak above the loaded model |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {tokens[name]} | {speeds[name]:.1f} | {speeds[name] / base:.2f}x | "
+              f"{f'{speeds[name] / best_bf16:.2f}x' if best_bf16 else '-'} | {peaks[name] / MIB:,.0f} MiB |"
+              for name in speeds]
     return "\n".join(lines)
 
 
@@ -328,6 +373,7 @@ def main() -> None:
     if "generation" in args.only:
         speeds, tokens = generation_speed(model, prompt_ids, args.rollouts, args.new_tokens, args.repeats, args.seed,
                                           args.generation_batch)
+        peaks = generation_peaks(folder, prompt_ids, args.rollouts, args.new_tokens, args.seed, args.generation_batch)
     rollouts = seeded_rollouts(model, prompt_ids, args.rollouts, args.new_tokens, args.seed)
     del model
     batch = rl_batch(rollouts, args.seed)
@@ -340,7 +386,7 @@ def main() -> None:
              f"torch threads {torch.get_num_threads()}")
     print(f"`{shlex.join(['.venv/bin/python', *sys.argv])}`\n\n{shape}\n")
     if "generation" in args.only:
-        print(generation_table(speeds, tokens, rows, args.new_tokens, args.repeats) + "\n", flush=True)
+        print(generation_table(speeds, tokens, peaks, rows, args.new_tokens, args.repeats) + "\n", flush=True)
     with tempfile.TemporaryDirectory(prefix="leantrain-rl-step-") as scratch:
         path = str(Path(scratch) / "batch.pt")
         torch.save(batch, path)

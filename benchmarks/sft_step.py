@@ -66,6 +66,7 @@ from torch import nn
 
 from leantrain.config import MemoryOptions, OptimConfig, describe_parts
 from leantrain.memory.allocator import fix_mmap_threshold
+from leantrain.memory.peak import proc_status_kib
 
 MIB = 2**20
 LR = 1e-5
@@ -108,13 +109,6 @@ CONFIGS = {
     "leantrain: the planner's choice": Setup("leantrain", planner=True),
 }
 BIG = ("smollm2-1.7b", "llama-7b")  # no TRL or fp32 AdamW (stock) runs at these sizes: see the estimates
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _hf_step(setup: Setup, model_name: str, batch: int, seq: int):
@@ -209,7 +203,7 @@ def _child(name: str, setup: Setup, model_name: str, batch: int, seq: int, steps
         gc.collect()
         libc.malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")  # the high-water mark starts here
-        empty = _rss_kib("VmRSS")
+        empty = proc_status_kib("VmRSS")
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         described = name
@@ -222,7 +216,7 @@ def _child(name: str, setup: Setup, model_name: str, batch: int, seq: int, steps
                 model, inputs, optimizer, described = _leantrain_step(setup.parts, model_name, batch, seq)
             seconds = _train_steps(model, inputs, optimizer, steps, device)
         peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-                else (_rss_kib("VmHWM") - empty) * 1024)
+                else (proc_status_kib("VmHWM") - empty) * 1024)
         weights = sum(p.numel() * p.element_size() for p in
                       {id(p): p for p in (model.parameters() if setup.kind != "trl" else [])}.values())
         results.put({"name": name, "parts": described, "total_bytes": peak, "seconds": seconds,

@@ -37,6 +37,12 @@ def setup(tmp_path_factory):
     return str(folder), str(path), batch
 
 
+def test_a_generators_peak_is_measured_in_a_subprocess(setup):
+    folder, _, _ = setup
+    peak = rl_step.in_subprocess(rl_step._generation_peak, folder, "rollout engine, bf16", PROMPTS, 2, 6, 0, 8)
+    assert 0 < peak < 256 * rl_step.MIB  # a tiny model's bf16 copy and KV cache, above the loaded model
+
+
 @pytest.mark.parametrize("name", list(rl_step.CONFIGS))
 def test_every_configuration_takes_a_step_to_a_finite_loss(setup, name):
     folder, path, _ = setup

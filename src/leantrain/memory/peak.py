@@ -68,7 +68,8 @@ class PickledStep:
         return torch.load(self.path, weights_only=False)
 
 
-def _status_kib(field: str) -> int:
+def proc_status_kib(field: str) -> int:
+    """A field of /proc/self/status in KiB: "VmRSS" (resident now), "VmHWM" (the high-water mark)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -93,19 +94,19 @@ def _child(build: Callable[[], Step], results: multiprocessing.Queue) -> None:
         gc.collect()
         trim_heap()
         Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
-        before_build = _status_kib("VmRSS")
+        before_build = proc_status_kib("VmRSS")
         model, batch, optimizer = build()
-        built = _status_kib("VmHWM")
+        built = proc_status_kib("VmHWM")
         gc.collect()
         trim_heap()
         Path("/proc/self/clear_refs").write_text("5")
-        before = _status_kib("VmRSS")
+        before = proc_status_kib("VmRSS")
         training_step(model, batch, optimizer)
-        peak = _status_kib("VmHWM")
+        peak = proc_status_kib("VmHWM")
         if optimizer is not None:  # the total is the steady state's: a second step holds the states from its start
             optimizer.zero_grad(set_to_none=True)
             training_step(model, batch, optimizer)
-        total = (max(built, _status_kib("VmHWM")) - before_build) * 1024
+        total = (max(built, proc_status_kib("VmHWM")) - before_build) * 1024
         results.put(((peak - before) * 1024, before * 1024, total, None))
     except BaseException as error:  # report any failure to the parent instead of dying silently
         results.put((0, 0, 0, f"{type(error).__name__}: {error}"))
