@@ -157,3 +157,11 @@ def test_the_copy_of_an_eager_model_generates_with_fused_attention():
         torch.testing.assert_close(copy(ids).logits.float(), model(ids).logits, rtol=0.05, atol=0.05)
     assert copy.config._attn_implementation == "sdpa"
     assert model.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_scores_that_are_not_numbers_are_an_error_not_tokens(temperature):
+    model = tiny_model()
+    bias_head(model, [5], float("nan"))
+    with pytest.raises(ValueError, match="next-token scores hold NaN or inf"):
+        generate_rollouts(model, PROMPTS, [2, 1, 1, 1], max_new_tokens=6, temperature=temperature)

@@ -31,14 +31,16 @@ def _normalised_cdf(masses: Tensor) -> Tensor:
 
 def inverse_cdf_draw(probs: Tensor) -> Tensor:
     """Index of one entry per row of ``probs`` (rows, V), non-negative with a positive sum per row (not
-    necessarily 1), drawn with probability ``probs[r, i] / probs[r].sum()`` from ``torch.rand``."""
+    necessarily 1), drawn with probability ``probs[r, i] / probs[r].sum()`` from ``torch.rand``. A row holding
+    NaN gets some index in range: the caller checks its scores (the rollout engine checks the drawn log-probs)."""
     rows, vocab = probs.shape
     blocks = F.pad(probs, (0, -vocab % BLOCK)).view(rows, -1, BLOCK)
     block_cdf = _normalised_cdf(blocks.sum(-1))
     uniform = torch.rand((rows, 1), dtype=torch.float64, device=probs.device)
-    block = torch.searchsorted(block_cdf, uniform, right=True)
+    # the clamps bind only on NaN masses, whose CDF no uniform falls under; the caller sees NaN log-probs then
+    block = torch.searchsorted(block_cdf, uniform, right=True).clamp_(max=blocks.shape[1] - 1)
     below = torch.where(block > 0, block_cdf.gather(1, (block - 1).clamp(min=0)), 0.0)
     within = (uniform - below) / (block_cdf.gather(1, block) - below)  # in [0, 1) but for rounding
     entries = blocks.gather(1, block[:, :, None].expand(rows, 1, BLOCK))[:, 0]
     token = torch.searchsorted(_normalised_cdf(entries), within.clamp(max=BELOW_ONE), right=True)
-    return (block * BLOCK + token)[:, 0]
+    return (block * BLOCK + token)[:, 0].clamp_(max=vocab - 1)

@@ -6,8 +6,8 @@ prompt once per row and steps every row until the last one ends. Here (../shared
 - each distinct prompt of a batch is prefilled once, and its KV-cache row repeated for its group
   (``Cache.batch_select_indices`` with a repeating index);
 - rows that have ended leave the batch every ``check_every`` tokens: the cache, the mask and the
-  positions are compacted, so a long tail costs only the rows still running. That check is the one host
-  synchronisation of the decode loop;
+  positions are compacted, so a long tail costs only the rows still running. That check (with the one that
+  the scores held numbers) is the decode loop's only host synchronisation;
 - the next token is drawn from ``generate``'s distribution: fp32 scores through temperature, top-k and
   top-p (transformers' warpers, in ``generate``'s order) and softmax; greedy is argmax. So at fp32 greedy
   completions equal ``generate``'s, and sampled ones follow its distribution, drawn by inverting the CDF at
@@ -120,19 +120,22 @@ def _decode(forward: _Forward, prompts: list[list[int]], copies: list[int], max_
     logprobs = torch.zeros((rows, max_new_tokens), dtype=torch.float32, device=device)
     running = torch.arange(rows, device=device)  # the completion row of each batch row
     ended = torch.zeros(rows, dtype=torch.bool, device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)  # every running row's scores held a number so far
     warp = _warpers(decoding)
     for step in range(max_new_tokens):
         scores = warp(None, logits)
         probs = torch.softmax(scores, -1)
         drawn = inverse_cdf_draw(probs) if decoding.sample else scores.argmax(-1)
-        logp = probs.gather(1, drawn[:, None])[:, 0].log()
+        logp = probs.gather(1, drawn[:, None])[:, 0].log().masked_fill(ended, 0.0)  # NaN where a score was NaN/inf
+        finite &= torch.isfinite(logp).all()
         drawn = drawn.masked_fill(ended, pad)
         tokens[running, step] = drawn
-        logprobs[running, step] = logp.masked_fill(ended, 0.0)
+        logprobs[running, step] = logp
         ended |= torch.isin(drawn, eos)
         if step == max_new_tokens - 1:
             break
         if (step + 1) % check_every == 0:
+            _check_finite(finite, step)
             keep = (~ended).nonzero()[:, 0]  # the host synchronisation
             if len(keep) == 0:
                 break
@@ -142,7 +145,15 @@ def _decode(forward: _Forward, prompts: list[list[int]], copies: list[int], max_
         mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
         logits, cache = forward(drawn[:, None], mask, position, cache)
         position = position + 1
+    _check_finite(finite, step)
     return Sampled(tokens.cpu(), logprobs.cpu())
+
+
+def _check_finite(finite: Tensor, step: int) -> None:
+    """The error ``torch.multinomial`` would raise: a sampler cannot draw from NaN or infinite scores."""
+    if not bool(finite):
+        raise ValueError(f"the model's next-token scores hold NaN or inf (by new token {step + 1}): nothing can be "
+                         "sampled from them")
 
 
 def generation_bytes(model: nn.Module, rows: int, length: int, dtype: torch.dtype) -> int:
