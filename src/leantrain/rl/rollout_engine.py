@@ -84,12 +84,14 @@ class _Forward:
         self.model = model
         self.keep = next((name for name in ("logits_to_keep", "num_logits_to_keep") if name in names), None)
         self.cache = "cache" if "cache" in names else "past_key_values"  # transformers 5.25 renamed it
-
-    def __call__(self, ids: Tensor, mask: Tensor, positions: Tensor, cache=None):
         # the last position by index, not logits_to_keep=1: HF slices hidden[:, -1:], whose stride makes the
         # LM head a batched product over a copy of its weight per prompt (B × V × d at the prefill)
-        last = torch.tensor([-1], device=ids.device) if self.keep == "logits_to_keep" else 1
-        kwargs = {} if self.keep is None else {self.keep: last}
+        device = next(model.parameters()).device
+        last = torch.tensor([-1], device=device) if self.keep == "logits_to_keep" else 1
+        self.keep_last = {} if self.keep is None else {self.keep: last}
+
+    def __call__(self, ids: Tensor, mask: Tensor, positions: Tensor, cache=None):
+        kwargs = dict(self.keep_last)
         if cache is not None:
             kwargs[self.cache] = cache
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
