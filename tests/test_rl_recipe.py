@@ -80,6 +80,7 @@ def test_each_algorithm_runs_two_steps(tmp_path, tiny_model, problems_file, algo
                     "train_seconds", "peak_rss_mib", "tokens_total", "entropy"):
             assert key in record and math.isfinite(record[key]), key
     assert sum(r["generated_tokens"] for r in firsts) == result.generated_tokens == records[-1]["tokens_total"]
+    assert all(1 <= r["gradient_rows"] <= r["trained_rows"] for r in firsts)
     if algo.startswith("dars"):
         assert all("second_saved" in r and "extra_rollouts" in r for r in firsts)
         assert all(r["rollouts"] == 3 * 4 + r["extra_rollouts"] for r in firsts)
@@ -103,6 +104,32 @@ def test_dars_gives_hard_prompts_more_rollouts_and_trains_on_ragged_groups(tmp_p
     for r in firsts:
         assert r["rollouts"] <= 3 * 10 and r["trained_rows"] <= r["rollouts"]
     assert any(r["trained_rows"] % 4 != 0 or r["rollouts"] % 4 != 0 for r in firsts)  # ragged
+
+
+def test_rows_at_advantage_0_are_not_trained_and_change_nothing(tmp_path, tiny_model, problems_file, monkeypatch):
+    """The same two GRPO steps with the rows at advantage 0 left out (the default) and trained: the same losses
+    and weights; a reward no completion earns leaves one row to train, on a loss of 0."""
+    import leantrain.recipes.rl as recipe
+
+    def trained(folder):
+        return [r["loss"] for r in updates(folder)], load_policy(folder)[0].state_dict()
+
+    rl(tiny(tmp_path / "left-out", tiny_model, problems_file, eval_every=None), show_bar=False,
+       reward_functions={"has_e": has_e})
+    records = updates(tmp_path / "left-out")
+    assert any(r["gradient_rows"] < r["trained_rows"] for r in records)
+    monkeypatch.setattr(recipe, "idle_rows_are_exact", lambda settings: False)
+    rl(tiny(tmp_path / "trained", tiny_model, problems_file, eval_every=None), show_bar=False,
+       reward_functions={"has_e": has_e})
+    assert all(r["gradient_rows"] == r["trained_rows"] for r in updates(tmp_path / "trained"))
+    (left_losses, left_weights), (losses, weights) = trained(tmp_path / "left-out"), trained(tmp_path / "trained")
+    assert left_losses == pytest.approx(losses, rel=1e-4, abs=1e-6)
+    for name, value in weights.items():
+        torch.testing.assert_close(left_weights[name], value, rtol=1e-4, atol=1e-6, msg=name)
+    monkeypatch.undo()
+    rl(tiny(tmp_path / "no-signal", tiny_model, problems_file, eval_every=None), show_bar=False,
+       reward_functions={"never": lambda prompts, completions, **columns: [0.0] * len(completions)})
+    assert [(r["gradient_rows"], r["loss"]) for r in updates(tmp_path / "no-signal")] == [(1, 0.0), (1, 0.0)]
 
 
 def test_resume_after_ctrl_c_continues_the_same_run(tmp_path, tiny_model, problems_file):

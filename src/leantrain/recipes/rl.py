@@ -48,7 +48,15 @@ from leantrain.rl.collect import Collector, CollectSettings
 from leantrain.rl.rollout_engine import generation_bytes
 from leantrain.rl.rollouts import encode_prompts, rollout_dtype
 from leantrain.rl.scoring import answer_accuracy
-from leantrain.rl.training_loss import LossSettings, RLLoss, batched_logprobs, longest_first, rollout_batch
+from leantrain.rl.training_loss import (
+    LossSettings,
+    RLLoss,
+    batched_logprobs,
+    idle_rows_are_exact,
+    longest_first,
+    rollout_batch,
+    rows_with_gradient,
+)
 from leantrain.verify.rewards import RewardFunction
 
 
@@ -227,17 +235,20 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
         with torch.random.fork_rng():
             torch.manual_seed(seed * 1_000_003 + rl_step)
             collected = collector.collect(policy, buffer.cursor)
-        inputs, advantages = longest_first(collected.inputs, collected.advantages)
+        whole, advantages = longest_first(collected.inputs, collected.advantages)
+        inputs = whole
+        if idle_rows_are_exact(loss.settings):  # rows at advantage 0 would add exactly 0 to the gradient
+            inputs, advantages = rows_with_gradient(whole, advantages, engine.world_size * config.engine.grad_accum)
         old = ref = None
         with engine.autocast():
             if epochs > 1:  # later epochs need the sampling policy's log-probs
                 old = batched_logprobs(policy, inputs, loss.settings, config.engine.micro_tokens)
             if reference is not None:
                 ref = batched_logprobs(reference, inputs, loss.settings, config.engine.micro_tokens)
-        buffer.batch = rollout_batch(inputs, advantages, old, ref)
+        buffer.batch = rollout_batch(inputs, advantages, old, ref, whole)
         buffer.rl_step, buffer.cursor = rl_step, collected.next_cursor
         buffer.tokens += int(collected.metrics["generated_tokens"])
-        buffer.metrics = collected.metrics
+        buffer.metrics = {**collected.metrics, "gradient_rows": len(inputs.input_ids)}
 
     def batch(update: int) -> dict[str, Tensor]:
         rl_step = update // epochs

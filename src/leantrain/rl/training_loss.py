@@ -10,8 +10,14 @@ step (TRL's ``num_items_in_batch``). ``"grpo"`` and ``"dr_grpo"`` are row means 
 is TRL's per-micro-batch token mean. Log-probs come from the chunked head (lean/token_logprobs.py),
 which never holds the B×L×V logits; an entropy bonus (verl's ``entropy_coeff``, 0.001 in the DARS
 runs) subtracts ``entropy_bonus`` × the token-mean entropy. When the batch carries the sampler's
-log-probs, the sampler-trainer mismatch is summed per update (``take_mismatch``), and ``tis`` weighs the
-tokens by truncated importance sampling (rl/importance_sampling.py).
+log-probs, the sampler-trainer mismatch is summed per update (``take_mismatch``, over the rows trained), and
+``tis`` weighs the tokens by truncated importance sampling (rl/importance_sampling.py).
+
+A row at advantage 0 (every row of a group whose rewards are all equal) has a surrogate of exactly 0 and a
+gradient of exactly 0 when the loss has no KL and no entropy term (``idle_rows_are_exact``): such rows are left out
+of the forward and backward (``rows_with_gradient``), and each micro-batch's loss is scaled by ``row_share``, the
+share of the step's rows trained, so that the gradient, the logged loss and DAPO's token count stay those of the
+whole step. At 135M most groups of a step score all 0, and the rows they skip were most of an RL step's time.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from leantrain.names import POLICY_LOSS_TYPES
 from leantrain.rl.importance_sampling import TIS_CAP, TIS_LEVELS, mismatch, truncated_importance_weights
 from leantrain.rl.policy_loss import PolicyLoss, policy_loss
 from leantrain.rl.rollouts import TrainingInputs
+from leantrain.validation import is_positive_int
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,26 @@ def longest_first(inputs: TrainingInputs, advantages: Tensor) -> tuple[TrainingI
     return inputs.rows(order), advantages[order]
 
 
+def idle_rows_are_exact(settings: LossSettings) -> bool:
+    """Whether leaving the rows at advantage 0 out changes nothing: no KL term (``beta``), no entropy bonus, and a
+    loss not averaged over each micro-batch's own tokens ("bnpo", whose micro-batches the rows would change)."""
+    return settings.beta == 0 and settings.entropy_bonus == 0 and settings.loss_type != "bnpo"
+
+
+def rows_with_gradient(inputs: TrainingInputs, advantages: Tensor, minimum: int) -> tuple[TrainingInputs, Tensor]:
+    """The rows whose advantage is not 0, in their order, and at least ``minimum`` rows: the shortest rows at
+    advantage 0 fill up, so that the engine can split the batch over its processes and micro-batches and the
+    optimizer still steps (on a gradient of exactly 0 when no row has any)."""
+    if not is_positive_int(minimum):
+        raise ValueError(f"minimum={minimum!r} must be an int >= 1 (processes x micro-batches)")
+    active = advantages.reshape(len(advantages), -1).ne(0).any(1)
+    idle = (~active).nonzero().flatten()
+    fill = max(0, minimum - int(active.sum()))
+    shortest = idle[inputs.attention_mask[idle].sum(1).argsort(stable=True)[:fill]]
+    keep = active.index_fill(0, shortest, True)
+    return inputs.rows(keep), advantages[keep]
+
+
 def batched_logprobs(model: nn.Module, inputs: TrainingInputs, settings: LossSettings,
                      micro_tokens: int | None) -> Tensor:
     """Token log-probs (B, L − 1) of every row, without gradients, in micro-batches of at most ``micro_tokens``
@@ -89,14 +116,17 @@ def batched_logprobs(model: nn.Module, inputs: TrainingInputs, settings: LossSet
 
 
 def rollout_batch(inputs: TrainingInputs, advantages: Tensor, old_logprobs: Tensor | None = None,
-                  ref_logprobs: Tensor | None = None) -> dict[str, Tensor]:
+                  ref_logprobs: Tensor | None = None, whole: TrainingInputs | None = None) -> dict[str, Tensor]:
     """The engine's global batch for one update from a rollout batch (see the module docstring), with the
-    sampler's log-probs when the rollouts carry them."""
-    rows = len(inputs.input_ids)
-    tokens = inputs.logprob_mask.sum().double()
+    sampler's log-probs when the rollouts carry them. ``whole``: the step's rows when ``inputs`` are those of them
+    that ``rows_with_gradient`` kept (default: ``inputs``); the token count and ``row_share`` are taken from it."""
+    whole = inputs if whole is None else whole
+    rows, whole_rows = len(inputs.input_ids), len(whole.input_ids)
+    tokens = whole.logprob_mask.sum().double()
     batch = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
              "logprob_mask": inputs.logprob_mask, "advantages": advantages.float(),
-             "step_tokens": torch.full((rows,), float(tokens) / rows, dtype=torch.float64)}
+             "step_tokens": torch.full((rows,), float(tokens) / whole_rows, dtype=torch.float64),
+             "row_share": torch.full((rows,), rows / whole_rows, dtype=torch.float64)}
     if inputs.sample_logprobs is not None:
         batch["sample_logprobs"] = inputs.sample_logprobs
     if old_logprobs is not None:
@@ -153,8 +183,9 @@ class RLLoss:
                           num_items_in_batch=micro["step_tokens"].sum() if dapo else None,
                           importance_weights=weights)
         self.last = out
+        share = micro["row_share"][0].to(out.loss.dtype) if "row_share" in micro else 1.0  # the rows left out add 0
         mean_entropy = (entropy * mask).sum() / mask.sum().clamp(min=1)
         self.last_entropy = float(mean_entropy.detach())
         if s.entropy_bonus:
-            return out.loss - s.entropy_bonus * mean_entropy
-        return out.loss
+            return (out.loss - s.entropy_bonus * mean_entropy) * share
+        return out.loss * share
