@@ -5,9 +5,11 @@ Every run trains SmolLM2-135M-Instruct on the built-in `arithmetic` problems (re
 with the settings of ``shared_config`` (LoRA r = 16 on every linear layer, so that a CPU affords the runs; the
 algorithms' own defaults otherwise) until ``--token-budget`` tokens were generated. Then each run's
 policy, and the starting model once, samples ``--n`` completions of each of the ``held_out`` problems
-(the same seeded samples for every policy) and the unbiased pass@k is computed. Runs and counts are
-kept under ``--out`` as they finish: an interrupted benchmark resumes where it stopped, and
-``--table`` prints the tables again.
+(the same seeded samples for every policy) and the unbiased pass@k is computed, with percentile bootstrap 95 %
+intervals over the problems, and each algorithm's paired difference to GRPO beside the papers' direction; the
+curves go to ``pass_at_k.png`` under ``--out``. "rows with signal" are the rows at an advantage other than 0,
+the ones the step trains. Runs and counts are kept under ``--out`` as they finish: an interrupted benchmark
+resumes where it stopped, and ``--table`` prints the tables again.
 
 Run:  .venv/bin/python benchmarks/rl.py --seeds 0 1 [--algos grpo dars-et dars-hw self] [--token-budget 8000]
       (on 2 cores: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rl.py --seeds 0 & ... --seeds 1, one process a core)
@@ -18,20 +20,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from leantrain.config import MemoryOptions
 from leantrain.config.rl import RLConfig
 from leantrain.recipes.rl import load_policy, prepare_problems, rl
-from leantrain.recipes.rl_eval import count_correct, ks_up_to
-from leantrain.rl.pass_at_k import pass_at_k
+from leantrain.recipes.rl_eval import count_correct, ks_up_to, write_pass_at_k_report
+from leantrain.rl.pass_at_k import mean_interval, pass_at_k_per_problem
 
 ALGOS = ("grpo", "dars-et", "dars-hw", "self", "dars-b")
 SHARED = {"max_new_tokens": 16, "generation_batch": 128, "eval_problems": 0, "eval_every": None, "steps": 1000,
           "held_out": 200}
 START = "start"
+PAPER_DIRECTION = {  # ../shared/research/rl_hyperfit.md: DARS (Yang et al. 2025), SELF (Nguyen et al. 2025)
+    "dars-et": "pass@k at large k above GRPO's, pass@1 not below",
+    "dars-hw": "pass@k at large k above GRPO's, pass@1 not below",
+    "dars-b": "pass@1 and pass@k at large k above GRPO's",
+    "self": "most of GRPO's pass@1 gain kept; pass@k at large k back to the start's or above",
+}
 
 
 def shared_config(folder: Path | None = None, seed: int = 0, **fields) -> RLConfig:
@@ -81,9 +92,24 @@ def evaluate(out: Path, label: str, source: str, n: int) -> None:
           flush=True)
 
 
-def curve(out: Path, label: str) -> dict[int, float]:
+def per_problem(out: Path, label: str, k: int) -> np.ndarray:
+    """pass@k of each held-out problem for the counts of ``label``."""
     record = json.loads(counts_file(out, label).read_text())
-    return {k: pass_at_k(record["n"], record["correct"], k) for k in ks_up_to(record["n"])}
+    return pass_at_k_per_problem(record["n"], record["correct"], k)
+
+
+def samples(out: Path, label: str) -> int:
+    return json.loads(counts_file(out, label).read_text())["n"]
+
+
+def seed_mean(out: Path, algo: str, seeds: list[int], k: int) -> np.ndarray:
+    """pass@k of each held-out problem, averaged over the runs of ``algo`` with ``seeds`` (the same problems)."""
+    return np.mean([per_problem(out, f"{algo}-s{seed}", k) for seed in seeds], axis=0)
+
+
+def with_interval(values: np.ndarray) -> str:
+    low, high = mean_interval(values)
+    return f"{values.mean():.3f} [{low:.3f}, {high:.3f}]"
 
 
 def run_facts(out: Path, algo: str, seed: int) -> dict[str, float]:
@@ -92,7 +118,9 @@ def run_facts(out: Path, algo: str, seed: int) -> dict[str, float]:
     firsts = [r for r in records if "reward_mean" in r]
     facts = {"steps": summary["steps"], "tokens": summary["generated_tokens"], "seconds": summary["train_seconds"],
              "reward": statistics.fmean(r["reward_mean"] for r in firsts),
-             "generation": sum(r["generation_seconds"] for r in firsts)}
+             "generation": sum(r["generation_seconds"] for r in firsts),
+             "rollouts": statistics.fmean(r["rollouts"] for r in firsts),
+             "signal": statistics.fmean(r.get("gradient_rows", math.nan) for r in firsts)}
     saved = [r["second_saved"] for r in firsts if r.get("second_saved") == r.get("second_saved")
              and "second_saved" in r]
     if saved:
@@ -100,29 +128,73 @@ def run_facts(out: Path, algo: str, seed: int) -> dict[str, float]:
     return facts
 
 
+def finished_seeds(out: Path, algo: str, seeds: list[int]) -> list[int]:
+    return [seed for seed in seeds if counts_file(out, f"{algo}-s{seed}").is_file()]
+
+
 def table(out: Path, algos: list[str], seeds: list[int]) -> str:
-    start = curve(out, START)
-    ks = list(start)
-    header = "| policy | " + " | ".join(f"pass@{k}" for k in ks) + " | steps | tokens | train s | mean reward |"
-    lines = [header, "|" + "---|" * (len(ks) + 5), "| start | " + " | ".join(f"{start[k]:.3f}" for k in ks)
-             + " | – | – | – | – |"]
+    """pass@k of the start and each algorithm (the mean over its seeds, with a bootstrap 95 % interval over the
+    problems of the seed-averaged per-problem values), and each algorithm's run facts."""
+    ks = ks_up_to(samples(out, START))
+    lines = ["| policy | " + " | ".join(f"pass@{k}" for k in ks)
+             + " | updates | tokens | train s | rollouts / step | rows with signal / step | mean reward |",
+             "|" + "---|" * (len(ks) + 7),
+             "| start | " + " | ".join(with_interval(per_problem(out, START, k)) for k in ks) + " |" + " – |" * 6]
     for algo in algos:
-        done = [s for s in seeds if counts_file(out, f"{algo}-s{s}").is_file()]
+        done = finished_seeds(out, algo, seeds)
         if not done:
             continue
-        curves = [curve(out, f"{algo}-s{s}") for s in done]
-        facts = [run_facts(out, algo, s) for s in done]
-        cells = []
-        for k in ks:
-            values = [c[k] for c in curves]
-            spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-            cells.append(f"{statistics.fmean(values):.3f}{spread}")
+        cells = [with_interval(seed_mean(out, algo, done, k)) for k in ks]
+        facts = [run_facts(out, algo, seed) for seed in done]
         mean = {key: statistics.fmean(f[key] for f in facts) for key in facts[0]}
-        name = f"{algo} ({len(done)} seed{'s' if len(done) > 1 else ''})"
         extra = f", 2nd_saved {mean['second_saved']:.2f}" if "second_saved" in mean else ""
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean['steps']:.1f} | {mean['tokens']:,.0f} | "
-                     f"{mean['seconds']:.0f} | {mean['reward']:.3f}{extra} |")
+        lines.append(f"| {algo} ({len(done)} seed{'s' if len(done) > 1 else ''}) | " + " | ".join(cells)
+                     + f" | {mean['steps']:.1f} | {mean['tokens']:,.0f} | {mean['seconds']:.0f} | "
+                     f"{mean['rollouts']:.0f} | {mean['signal']:.0f} | {mean['reward']:.3f}{extra} |")
     return "\n".join(lines)
+
+
+def verdict(low: float, high: float) -> str:
+    return "higher" if low > 0 else "lower" if high < 0 else "no difference resolved"
+
+
+def direction_table(out: Path, algos: list[str], seeds: list[int]) -> str:
+    """Each algorithm against GRPO and the start on the same problems: the paired differences of pass@1 and of
+    pass@k at the largest k, with bootstrap 95 % intervals over the problems, beside the papers' direction."""
+    largest = ks_up_to(samples(out, START))[-1]
+    grpo = finished_seeds(out, "grpo", seeds)
+    lines = [f"| policy | the papers' direction | Δ pass@1 vs GRPO | Δ pass@{largest} vs GRPO | "
+             f"Δ pass@{largest} vs start | ours |", "|---|---|---|---|---|---|"]
+    for algo in algos:
+        done = finished_seeds(out, algo, seeds)
+        if algo == "grpo" or not done or not grpo:
+            continue
+        cells, verdicts = [], []
+        for k, against in ((1, "grpo"), (largest, "grpo"), (largest, START)):
+            base = per_problem(out, START, k) if against == START else seed_mean(out, "grpo", grpo, k)
+            difference = seed_mean(out, algo, done, k) - base
+            low, high = mean_interval(difference)
+            cells.append(f"{difference.mean():+.3f} [{low:+.3f}, {high:+.3f}]")
+            verdicts.append(f"pass@{k} vs {against}: {verdict(low, high)}")
+        lines.append(f"| {algo} | {PAPER_DIRECTION.get(algo, '–')} | " + " | ".join(cells) + " | "
+                     + "; ".join(verdicts) + " |")
+    return "\n".join(lines)
+
+
+def write_plot(out: Path, algos: list[str], seeds: list[int], max_new_tokens: int) -> Path:
+    """``pass_at_k.png`` (and .md/.json) under ``out``: the start's curve and each algorithm's seed mean."""
+    n = samples(out, START)
+    ks = ks_up_to(n)
+    curves = {START: {k: float(per_problem(out, START, k).mean()) for k in ks}}
+    for algo in algos:
+        done = finished_seeds(out, algo, seeds)
+        if done:
+            curves[f"{algo} ({len(done)} seed{'s' if len(done) > 1 else ''})"] = {
+                k: float(seed_mean(out, algo, done, k).mean()) for k in ks}
+    problems = len(json.loads(counts_file(out, START).read_text())["correct"])
+    settings = {"n": n, "temperature": 1.0, "problems": problems, "max_new_tokens": max_new_tokens}
+    return write_pass_at_k_report(curves, out, title="RL on reasoning-gym arithmetic, SmolLM2-135M-Instruct",
+                                  settings=settings)["png"]
 
 
 def main() -> None:
@@ -142,9 +214,11 @@ def main() -> None:
                 evaluate(out, f"{algo}-s{seed}", str(run_folder(out, algo, seed)), args.n)
         evaluate(out, START, "smollm2", args.n)
     print(f"\npass@k on {SHARED['held_out']} held-out problems, n = {args.n}, T = 1.0, "
-          f"{SHARED['max_new_tokens']} new tokens; runs at {args.token_budget:,} generated tokens "
-          f"(mean ± std over seeds {args.seeds})\n")
+          f"{SHARED['max_new_tokens']} new tokens; runs at {args.token_budget:,} generated tokens (mean over seeds "
+          f"{args.seeds} [bootstrap 95 % interval over the problems])\n")
     print(table(out, args.algos, args.seeds))
+    print("\n" + direction_table(out, args.algos, args.seeds))
+    print(f"\nplot: {write_plot(out, args.algos, args.seeds, SHARED['max_new_tokens'])}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from leantrain.rl import dars_budget, group_advantages, pass_at_k, policy_loss
+from leantrain.rl.pass_at_k import mean_interval, pass_at_k_per_problem
 
 # ---------------------------------------------------------------- pass@k (Chen et al. 2021, Eq. 1)
 
@@ -79,6 +80,44 @@ def test_pass_at_k_means_over_problems() -> None:
 def test_pass_at_k_rejects(n, c, k, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         pass_at_k(n, c, k)
+
+
+def test_per_problem_values_average_to_pass_at_k() -> None:
+    values = pass_at_k_per_problem([4, 5, 8], [1, 2, 0], 2)
+    np.testing.assert_allclose(values, [0.5, 0.7, 0.0], atol=1e-15)
+    assert pass_at_k([4, 5, 8], [1, 2, 0], 2) == pytest.approx(values.mean(), abs=1e-15)
+
+
+def test_the_bootstrap_interval_covers_the_mean_as_often_as_its_level() -> None:
+    """400 sets of 200 problems solved with chance 0.3: the 95 % interval holds 0.3 in 95 % of the sets, within
+    4 binomial standard errors (sqrt(0.95 · 0.05 / 400) = 0.011); its width is 2 · 1.96 standard errors of the
+    mean, within 10 % (2,000 resamples put the quantiles within a few per cent)."""
+    rng = np.random.default_rng(0)
+    sets, problems, chance = 400, 200, 0.3
+    covered, widths = 0, []
+    for trial in range(sets):
+        values = (rng.random(problems) < chance).astype(float)
+        low, high = mean_interval(values, resamples=2_000, seed=trial)
+        covered += low <= chance <= high
+        widths.append(high - low)
+    assert abs(covered / sets - 0.95) <= 4 * math.sqrt(0.95 * 0.05 / sets)
+    expected = 2 * 1.96 * math.sqrt(chance * (1 - chance) / problems)
+    assert statistics.fmean(widths) == pytest.approx(expected, rel=0.1)
+
+
+def test_the_bootstrap_interval_is_seeded_and_checks_its_input() -> None:
+    values = np.linspace(0, 1, 50)
+    assert mean_interval(values, seed=3) == mean_interval(values, seed=3) != mean_interval(values, seed=4)
+    assert mean_interval([0.25] * 10) == (0.25, 0.25)
+    low, high = mean_interval(values, level=0.5)
+    assert low < 0.5 < high and (low, high) != mean_interval(values)
+    for bad, message in (([], "non-empty"), ([[0.1]], "1-d"), ([0.1, math.nan], "finite")):
+        with pytest.raises(ValueError, match=message):
+            mean_interval(bad)
+    with pytest.raises(ValueError, match=r"level=1\.5 must be in \(0, 1\)"):
+        mean_interval(values, level=1.5)
+    with pytest.raises(ValueError, match=r"resamples=0 must be an int >= 1"):
+        mean_interval(values, resamples=0)
 
 
 # ---------------------------------------------------------------- GRPO advantages (DeepSeekMath §4.1.2; TRL)

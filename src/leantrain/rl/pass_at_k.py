@@ -5,6 +5,7 @@ samples drawn without replacement is correct is ``1 − C(n−c, k) / C(n, k)``.
 for large ``n``, so it is computed in the paper's numerically stable product form (their Fig. 3)
 ``1 − Π_{i=n−c+1}^{n} (1 − k/i)`` (which is 1 when ``n − c < k``). Over several problems the
 estimate is the mean of the per-problem values. pass@1 is the mean accuracy ``c / n`` ("Avg@n").
+``mean_interval`` gives a percentile bootstrap interval over problems for such a mean.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def _one_problem(n: int, c: int, k: int) -> float:
     return float(1.0 - np.prod(terms))
 
 
-def pass_at_k(n: Counts, c: Counts, k: int) -> float:
-    """Unbiased pass@k estimate: ``1 − C(n−c, k)/C(n, k)`` (Chen et al. 2021, Eq. 1), mean over problems.
+def pass_at_k_per_problem(n: Counts, c: Counts, k: int) -> np.ndarray:
+    """Unbiased pass@k of each problem: ``1 − C(n−c, k)/C(n, k)`` (Chen et al. 2021, Eq. 1), as float64.
 
     ``n`` samples per problem, ``c`` correct ones: ints for one problem, or equal-length sequences
     (arrays) with one entry per problem; a scalar ``n`` with a sequence ``c`` means the same ``n`` for
@@ -62,5 +63,27 @@ def pass_at_k(n: Counts, c: Counts, k: int) -> float:
             raise ValueError(f"n must be >= k: pass@{k} needs at least {k} samples, got n={n_i}{where}")
         if c_i > n_i:
             raise ValueError(f"c must be <= n (correct samples among n), got c={c_i} > n={n_i}{where}")
-    values = [_one_problem(n_i, c_i, int(k)) for n_i, c_i in zip(ns.tolist(), cs.tolist(), strict=True)]
-    return float(np.mean(values))
+    return np.array([_one_problem(n_i, c_i, int(k)) for n_i, c_i in zip(ns.tolist(), cs.tolist(), strict=True)])
+
+
+def pass_at_k(n: Counts, c: Counts, k: int) -> float:
+    """Unbiased pass@k estimate over problems: the mean of ``pass_at_k_per_problem`` (same arguments)."""
+    return float(np.mean(pass_at_k_per_problem(n, c, k)))
+
+
+def mean_interval(values: Sequence[float] | np.ndarray, level: float = 0.95, resamples: int = 10_000,
+                  seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (one per problem): the ``(1 − level)/2`` and
+    ``(1 + level)/2`` quantiles of the means of ``resamples`` resamples of the problems with replacement
+    (Efron & Tibshirani 1993, §13.3). It covers the choice of problems, not the training seed's spread."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0 or not np.isfinite(array).all():
+        raise ValueError(f"values must be a non-empty 1-d sequence of finite numbers, got shape {array.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r} must be in (0, 1)")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise ValueError(f"resamples={resamples!r} must be an int >= 1")
+    picks = np.random.default_rng(seed).integers(0, array.size, size=(resamples, array.size))
+    means = array[picks].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
