@@ -6,9 +6,8 @@ CPU has no ``torch.cuda.set_sync_debug_mode``, so a TorchDispatchMode records th
 force such a read and the leantrain function that called each. Device->host copies are recorded
 too; on CPU there are none to see (every tensor is already on the host).
 
-The sampler is not free of them yet: ``KNOWN`` lists each remaining one and why it is there, and
-the test fails when one is added (or removed: then shrink ``KNOWN``). What removing the rest would
-take is in docs/memory.md, "torch.compile".
+The row samplers have none. The cached importance source still has some (``KNOWN_BY_SOURCE`` says
+why), and the test fails when one is added (or removed: then shrink it).
 """
 
 from __future__ import annotations
@@ -73,16 +72,9 @@ class HostSyncRecorder(TorchDispatchMode):
         return "<outside leantrain>"
 
 
-NAN_CHECK = {("_local_scalar_dense", "RowSampler.draw"): 1}  # NaN/inf rows raise a ValueError naming their count
-ZERO_CHECK = {("_local_scalar_dense", "sample_rows"): 1}  # all-zero importance keeps no row
-MERGE = {("_unique2", "merge_duplicates"): 1}  # repeated draws stored once: the kept-row count depends on the draws
-KNOWN_BY_METHOD = {
-    "topk": NAN_CHECK,
-    "crs": NAN_CHECK | ZERO_CHECK | MERGE,
-    # at most k rows with mass: keep them all; |C| sets how many rows are winners and how many are drawn
-    "wtacrs": NAN_CHECK | ZERO_CHECK | MERGE | {("_local_scalar_dense", "wtacrs"): 1,
-                                               ("_local_scalar_dense", "winner_count"): 1},
-}
+# none: the NaN/inf row check is a device-side assert, the sample holds k rows whatever the draws, and WTA-CRS's
+# winner count stays a tensor (sampling/estimators.py)
+KNOWN_BY_METHOD = {"topk": {}, "crs": {}, "wtacrs": {}}
 # The cached source keeps its table in host memory (as the WTA-CRS code does): it reads the sample ids and
 # the table on the host in forward and copies the output-gradient norms to the host in backward.
 KNOWN_BY_SOURCE = {

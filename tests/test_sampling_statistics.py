@@ -79,7 +79,7 @@ def unweighted_first_epoch_draws(x: torch.Tensor, k: int, generator: torch.Gener
     """The released WTA-CRS code's epoch-1 path (its epoch-1 branch): draws scaled by (1−P_C) only. Biased."""
     p = probabilities(x.norm(dim=1))
     top_p, top_idx = torch.topk(p, k)
-    c = winner_count(top_p, k)
+    c = int(winner_count(top_p, k))
     rest = p.clone()
     rest[top_idx[:c]] = 0
     draws = torch.multinomial(rest, k - c, replacement=True, generator=generator)
@@ -169,3 +169,26 @@ def test_topk_is_biased_and_says_so():
     bias_sq = expected_squared_error(x, dy, x.norm(dim=1), "topk", k)
     assert bias_sq > 1e-3 * (dy.t() @ x).square().sum()
     assert "BIASED" in sample_rows.__globals__["biased_topk"].__doc__
+
+
+@pytest.mark.parametrize("method", ["crs", "wtacrs"])
+def test_a_sample_holds_k_rows_whatever_the_draws_and_degenerate_importance_stays_exact(method):
+    """k rows always (a row drawn twice is kept twice, at the estimate's weight); all-zero importance gives
+    weights 0, so dW = 0 as every pair is taken to be; with mass on fewer than k rows WTA-CRS keeps them all as
+    winners and its draws get weight 0: the exact gradient of those rows."""
+    x, dy = (t.reshape(-1, t.shape[-1]) for t in heavy_tailed_problem())
+    g = torch.Generator().manual_seed(0)
+    k = sample_size(x.shape[0], 0.2, 10)
+    concentrated = torch.zeros(x.shape[0])
+    concentrated[[3, 50, 51]] = torch.tensor([5.0, 1.0, 0.01])
+    for importance in (x.norm(dim=1), concentrated, torch.zeros(x.shape[0])):
+        sample = sample_rows(importance, method, 0.2, 10, g)
+        assert sample.indices.shape == sample.weights.shape == (k,)
+    assert sample_rows(torch.zeros(x.shape[0]), method, 0.2, 10, g).weights.abs().sum() == 0
+    crs_sample = sample_rows(concentrated, "crs", 0.2, 10, g)
+    assert len(crs_sample.indices.unique()) < k  # three rows drawn k times: repeats kept
+    if method == "wtacrs":
+        sample = sample_rows(concentrated, method, 0.2, 10, g)
+        rows = [3, 50, 51]
+        exact = dy[rows].t() @ x[rows]
+        torch.testing.assert_close(estimate_weight_grad(dy, x[sample.indices], sample), exact)

@@ -20,8 +20,10 @@ Methods:
 * ``biased_topk`` (method name ``"topk"``) — the k highest-scoring rows with weight 1. Zero
   variance but **biased**: the tail's gradient is dropped.
 
-Repeated draws of one row are merged (weights added), which leaves the estimate unchanged and
-keeps each row once in memory.
+A sample always holds k rows, whatever the draws: a row drawn twice is kept twice, the winner count
+|C| stays a tensor, and an all-zero importance gives weights 0 rather than an empty sample. So no step
+reads a tensor on the host or makes a tensor whose size depends on the data, and a device never waits
+for the host (tests/test_sampler_host_sync.py).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from leantrain.names import METHODS
 
 @dataclass(frozen=True)
 class RowSample:
-    """Rows to keep for the weight gradient: unique, sorted ``indices`` and float32 ``weights``."""
+    """The k rows kept for the weight gradient: ``indices`` (a row drawn twice appears twice) and float32
+    ``weights``, one per index."""
 
     indices: Tensor
     weights: Tensor
@@ -61,26 +64,13 @@ def probabilities(importance: Tensor) -> Tensor:
     return importance / total
 
 
-def merge_duplicates(indices: Tensor, weights: Tensor) -> RowSample:
-    """Sum the weights of repeated indices, so each kept row is stored once (same estimate)."""
-    unique, inverse = torch.unique(indices, sorted=True, return_inverse=True)
-    merged = torch.zeros(unique.numel(), dtype=torch.float32, device=indices.device)
-    return RowSample(unique, merged.index_add_(0, inverse, weights.float()))
-
-
-def keep_all(p: Tensor) -> RowSample:
-    """Every row that has probability mass, weight 1: the exact gradient on p's support."""
-    support = torch.nonzero(p > 0).flatten()
-    return RowSample(support, torch.ones(support.numel(), dtype=torch.float32, device=p.device))
-
-
 def crs(p: Tensor, k: int, generator: torch.Generator | None = None) -> RowSample:
     """Column-row sampling: k draws with replacement, row i weighted 1/(k p_i). Unbiased."""
     draws = torch.multinomial(p, k, replacement=True, generator=generator)
-    return merge_duplicates(draws, 1.0 / (k * p[draws]))
+    return RowSample(draws, 1.0 / (k * p[draws]))
 
 
-def winner_count(top_p: Tensor, k: int) -> int:
+def winner_count(top_p: Tensor, k: int) -> Tensor:
     """|C| for WTA-CRS: argmin over c in 0..k-1 of (1 − Σ_{top c} p)² / (k − c).
 
     ``top_p`` holds the k largest probabilities, sorted descending. With p ∝ ‖T‖ the WTA-CRS
@@ -88,12 +78,12 @@ def winner_count(top_p: Tensor, k: int) -> int:
     |C| with the smallest leading term; c = 0 scores 1/k, i.e. plain CRS. The released WTA-CRS
     code minimises the unsquared (1−P_C)/(k−|C|), the sufficient condition of its Theorem 1; the
     squared score gave lower variance on every MiniLM/BBC setting in benchmarks/sampling.py.
-    Ties go to the smaller |C|. Either rule leaves the estimator unbiased.
+    Ties go to the smaller |C|. Either rule leaves the estimator unbiased. A 0-d tensor, not read on the host.
     """
     c = torch.arange(k, device=top_p.device, dtype=torch.float64)
     taken = torch.cat([top_p.new_zeros(1, dtype=torch.float64), top_p[: k - 1].double().cumsum(0)])
     rest = (1.0 - taken).clamp_min(0.0)
-    return int(torch.argmin(rest.square() / (k - c)).item())
+    return torch.argmin(rest.square() / (k - c))
 
 
 def wtacrs(p: Tensor, k: int, generator: torch.Generator | None = None) -> RowSample:
@@ -101,21 +91,19 @@ def wtacrs(p: Tensor, k: int, generator: torch.Generator | None = None) -> RowSa
 
     A drawn row j gets weight (1−P_C)/(s p_j) (WTA-CRS Eq. 5), with 1−P_C computed as the sum of
     the non-winners' probabilities (no cancellation when the winners hold nearly all the mass).
-    If at most k rows carry mass, they are all kept: the estimate is then exact.
+    The sample's slots t < |C| hold the winners; k draws are made and slots t ≥ |C| take theirs, s
+    i.i.d. draws from the rest. If the winners hold all the mass, the draws get weight 0: the estimate
+    is then exact.
     """
-    if int((p > 0).sum()) <= k:
-        return keep_all(p)
     top_p, top_idx = torch.topk(p, k, sorted=True)
-    c = winner_count(top_p, k)
-    winners = top_idx[:c]
-    rest = p.clone()
-    rest[winners] = 0.0
+    winner = torch.arange(k, device=p.device) < winner_count(top_p, k)
+    rest = p.scatter(0, top_idx, torch.where(winner, 0.0, top_p))
     rest_mass = rest.sum()
-    s = k - c
-    draws = torch.multinomial(rest, s, replacement=True, generator=generator)
-    indices = torch.cat([winners, draws])
-    weights = torch.cat([torch.ones(c, device=p.device), rest_mass / (s * p[draws])])
-    return merge_duplicates(indices, weights)
+    has_rest = rest_mass > 0
+    draws = torch.multinomial(torch.where(has_rest, rest, p), k, replacement=True, generator=generator)
+    s = k - winner.sum()
+    drawn_weight = torch.where(has_rest, rest_mass / (s * p[draws]), 0.0)
+    return RowSample(torch.where(winner, top_idx, draws), torch.where(winner, 1.0, drawn_weight))
 
 
 def biased_topk(importance: Tensor, k: int) -> RowSample:
@@ -138,17 +126,14 @@ def sample_rows(
         return None
     if method == "topk":
         return biased_topk(importance, k)
+    if method not in ("crs", "wtacrs"):
+        raise ValueError(f"method={method!r} is not one of {METHODS}")
     importance = importance.float()
     total = importance.sum()
-    if not total > 0:  # every row is zero: so is dW, and keeping nothing is exact
-        empty = torch.empty(0, dtype=torch.long, device=importance.device)
-        return RowSample(empty, torch.empty(0, dtype=torch.float32, device=importance.device))
-    p = importance / total  # probabilities(importance), without testing the sum on the host a second time
-    if method == "crs":
-        return crs(p, k, generator)
-    if method == "wtacrs":
-        return wtacrs(p, k, generator)
-    raise ValueError(f"method={method!r} is not one of {METHODS}")
+    has_mass = total > 0  # else every row's pair is taken as 0: so is dW, and weights 0 give it exactly
+    p = torch.where(has_mass, importance / total, 1.0 / n_rows)  # probabilities(importance), not read on the host
+    sample = (crs if method == "crs" else wtacrs)(p, k, generator)
+    return RowSample(sample.indices, sample.weights * has_mass)
 
 
 def estimate_weight_grad(
@@ -200,7 +185,7 @@ def expected_squared_error(x: Tensor, dy: Tensor, importance: Tensor, method: st
     if int(mass.sum()) <= k:
         return 0.0
     top_p, top_idx = torch.topk(p.float(), k, sorted=True)
-    c = winner_count(top_p, k)
+    c = int(winner_count(top_p, k))
     rest = mass.clone()
     rest[top_idx[:c]] = False
     rest_mass = p[rest].sum()

@@ -50,12 +50,9 @@ class RowSampler:
         if self.keeps_all_rows(x):
             return None
         norms = torch.linalg.vector_norm(x.detach().reshape(-1, x.shape[-1]), dim=1, dtype=torch.float32)
-        bad = int((~torch.isfinite(norms)).sum())
-        if bad:
-            raise ValueError(
-                f"sampled layer {self.name or '<unnamed>'}: {bad} of {norms.numel()} input rows hold NaN "
-                "or inf; sampling from them would corrupt the gradient (check the learning rate or loss scale)"
-            )
+        torch._assert_async(torch.isfinite(norms).all(),  # checked on the device: the host does not wait for it
+                            f"sampled layer {self.name or '<unnamed>'}: an input row holds NaN or inf; sampling from "
+                            "it would corrupt the gradient (check the learning rate or loss scale)")
         scores = self.source.scores(norms.view(x.shape[0], -1), self.sample_ids).flatten()
         return sample_rows(scores, self.config.method, self.config.budget, self.config.minimal_k,
                            self.generator(norms.device))
