@@ -2,8 +2,9 @@
 tokens, then pass@k (k = 1 … n) of every run on the same held-out problems, over seeds.
 
 Every run trains SmolLM2-135M-Instruct on the built-in `arithmetic` problems (reasoning-gym chain_sum)
-with the settings of ``shared_config`` (LoRA r = 16 on every linear layer, so that a CPU affords the runs; the
-algorithms' own defaults otherwise) until ``--token-budget`` tokens were generated. Then each run's
+with the settings of ``shared_config`` (LoRA r = 16 on every linear layer, so that a CPU affords the runs, or with
+``--full`` full fine-tuning with the memory parts and 8-bit states; the algorithms' own defaults otherwise)
+until ``--token-budget`` tokens were generated. Then each run's
 policy, and the starting model once, samples ``--n`` completions of each of the ``held_out`` problems
 (the same seeded samples for every policy) and the unbiased pass@k is computed, with percentile bootstrap 95 %
 intervals over the problems, and each algorithm's paired difference to GRPO beside the papers' direction; the
@@ -11,7 +12,7 @@ curves go to ``pass_at_k.png`` under ``--out``. "rows with signal" are the rows 
 the ones the step trains. Runs and counts are kept under ``--out`` as they finish: an interrupted benchmark
 resumes where it stopped, and ``--table`` prints the tables again.
 
-Run:  .venv/bin/python benchmarks/rl.py --seeds 0 1 [--algos grpo dars-et dars-hw self] [--token-budget 8000]
+Run:  .venv/bin/python benchmarks/rl.py --seeds 0 1 [--algos grpo dars-et dars-hw self] [--token-budget 8000] [--full]
       (on 2 cores: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rl.py --seeds 0 & ... --seeds 1, one process a core)
       .venv/bin/python benchmarks/rl.py --seeds 0 1 --table
 """
@@ -37,6 +38,7 @@ ALGOS = ("grpo", "dars-et", "dars-hw", "self", "dars-b")
 SHARED = {"max_new_tokens": 16, "generation_batch": 128, "eval_problems": 0, "eval_every": None, "steps": 1000,
           "held_out": 200}
 START = "start"
+FULL = "-full"  # a run label's suffix for full fine-tuning (``--full``)
 PAPER_DIRECTION = {  # ../shared/research/rl_hyperfit.md: DARS (Yang et al. 2025), SELF (Nguyen et al. 2025)
     "dars-et": "pass@k at large k above GRPO's, pass@1 not below",
     "dars-hw": "pass@k at large k above GRPO's, pass@1 not below",
@@ -45,30 +47,35 @@ PAPER_DIRECTION = {  # ../shared/research/rl_hyperfit.md: DARS (Yang et al. 2025
 }
 
 
-def shared_config(folder: Path | None = None, seed: int = 0, **fields) -> RLConfig:
-    """``SHARED`` with ``fields``, LoRA r16, lr 2e-4 and 8 micro-batches an update; the run folder ``folder``
-    (None: the recipe's) and seed ``seed``."""
+def shared_config(folder: Path | None = None, seed: int = 0, full: bool = False, **fields) -> RLConfig:
+    """``SHARED`` with ``fields`` and 8 micro-batches an update: LoRA r16 at lr 2e-4, or with ``full`` full
+    fine-tuning with the recipe's memory parts and 8-bit AdamW states at lr 1e-5 (not tuned); the run folder
+    ``folder`` (None: the recipe's) and seed ``seed``."""
     defaults = RLConfig()
     engine = replace(defaults.engine, grad_accum=8, seed=seed)
     if folder is not None:
         engine = replace(engine, output_dir=str(folder))
+    if full:
+        return RLConfig(**SHARED, **fields, engine=engine, optim=replace(defaults.optim, lr=1e-5, state_bits=8))
     return RLConfig(**SHARED, **fields, engine=engine, optim=replace(defaults.optim, lr=2e-4),
                     memory=MemoryOptions(lora=16))
 
 
-def run_folder(out: Path, algo: str, seed: int) -> Path:
-    return out / f"{algo}-s{seed}"
+def run_folder(out: Path, label: str, seed: int) -> Path:
+    return out / f"{label}-s{seed}"
 
 
-def train(out: Path, algo: str, seed: int, budget: int) -> None:
-    folder = run_folder(out, algo, seed)
+def train(out: Path, label: str, seed: int, budget: int) -> None:
+    """Train the run ``label`` (an algorithm, with ``FULL`` after it for full fine-tuning) to ``budget`` tokens."""
+    folder = run_folder(out, label, seed)
     if (folder / "summary.json").is_file():
         return
-    config = shared_config(folder, seed, algo=algo, token_budget=budget)
+    algo = label.removesuffix(FULL)
+    config = shared_config(folder, seed, full=label.endswith(FULL), algo=algo, token_budget=budget)
     resume = (folder / "checkpoint.safetensors").is_file()
-    print(f"{algo} seed {seed}: training to {budget:,} generated tokens{' (resuming)' if resume else ''}", flush=True)
+    print(f"{label} seed {seed}: training to {budget:,} generated tokens{' (resuming)' if resume else ''}", flush=True)
     result = rl(config, resume=resume, show_bar=True)
-    print(f"{algo} seed {seed}: {result.steps} steps, {result.generated_tokens:,} tokens, {result.train_seconds:.0f}s",
+    print(f"{label} seed {seed}: {result.steps} steps, {result.generated_tokens:,} tokens, {result.train_seconds:.0f}s",
           flush=True)
 
 
@@ -162,21 +169,21 @@ def direction_table(out: Path, algos: list[str], seeds: list[int]) -> str:
     """Each algorithm against GRPO and the start on the same problems: the paired differences of pass@1 and of
     pass@k at the largest k, with bootstrap 95 % intervals over the problems, beside the papers' direction."""
     largest = ks_up_to(samples(out, START))[-1]
-    grpo = finished_seeds(out, "grpo", seeds)
     lines = [f"| policy | the papers' direction | Δ pass@1 vs GRPO | Δ pass@{largest} vs GRPO | "
              f"Δ pass@{largest} vs start | ours |", "|---|---|---|---|---|---|"]
     for algo in algos:
-        done = finished_seeds(out, algo, seeds)
-        if algo == "grpo" or not done or not grpo:
+        grpo_label = "grpo" + (FULL if algo.endswith(FULL) else "")  # full fine-tuning against full fine-tuning
+        done, grpo = finished_seeds(out, algo, seeds), finished_seeds(out, grpo_label, seeds)
+        if algo == grpo_label or not done or not grpo:
             continue
         cells, verdicts = [], []
         for k, against in ((1, "grpo"), (largest, "grpo"), (largest, START)):
-            base = per_problem(out, START, k) if against == START else seed_mean(out, "grpo", grpo, k)
+            base = per_problem(out, START, k) if against == START else seed_mean(out, grpo_label, grpo, k)
             difference = seed_mean(out, algo, done, k) - base
             low, high = mean_interval(difference)
             cells.append(f"{difference.mean():+.3f} [{low:+.3f}, {high:+.3f}]")
             verdicts.append(f"pass@{k} vs {against}: {verdict(low, high)}")
-        lines.append(f"| {algo} | {PAPER_DIRECTION.get(algo, '–')} | " + " | ".join(cells) + " | "
+        lines.append(f"| {algo} | {PAPER_DIRECTION.get(algo.removesuffix(FULL), '–')} | " + " | ".join(cells) + " | "
                      + "; ".join(verdicts) + " |")
     return "\n".join(lines)
 
@@ -204,9 +211,12 @@ def main() -> None:
     parser.add_argument("--token-budget", type=int, default=8_000)
     parser.add_argument("--n", type=int, default=8, help="samples per held-out problem (pass@k up to k = n)")
     parser.add_argument("--out", default="runs/bench-rl")
+    parser.add_argument("--full", action="store_true", help="full fine-tuning with the memory parts, not LoRA")
     parser.add_argument("--table", action="store_true", help="print the tables of what was measured, run nothing")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.full:
+        args.algos = [algo + FULL for algo in args.algos]
     if not args.table:  # the start last: two processes, one per seed, can share it
         for seed in args.seeds:
             for algo in args.algos:

@@ -55,5 +55,12 @@ def test_the_tables_give_intervals_and_resolve_clear_differences(tmp_path):
     assert "pass@1 vs grpo: no difference resolved" in self_row
     assert bench.PAPER_DIRECTION["dars-et"] in dars
 
+    write_run(tmp_path, "grpo-full-s0", 0.35, 30, "grpo-full")  # full fine-tuning compares with its own GRPO
+    write_run(tmp_path, "dars-et-full-s0", 0.15, 31, "dars-et-full")
+    full = bench.direction_table(tmp_path, ["grpo-full", "dars-et-full"], [0]).splitlines()
+    assert len(full) == 3 and "pass@1 vs grpo: lower" in full[2] and bench.PAPER_DIRECTION["dars-et"] in full[2]
+    config = bench.shared_config(tmp_path, 0, full=True, algo="grpo")
+    assert config.memory.lora is None and config.optim.state_bits == 8 and bench.shared_config().memory.lora == 16
+
     plot = bench.write_plot(tmp_path, ["grpo", "dars-et", "self"], [0, 1], 16)
     assert plot.stat().st_size > 0 and (tmp_path / "pass_at_k.md").is_file()
