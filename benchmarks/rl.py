@@ -8,9 +8,9 @@ until ``--token-budget`` tokens were generated. Then each run's
 policy, and the starting model once, samples ``--n`` completions of each of the ``held_out`` problems
 (the same seeded samples for every policy) and the unbiased pass@k is computed, with percentile bootstrap 95 %
 intervals over the problems, and each algorithm's paired difference to GRPO beside the papers' direction; the
-curves go to ``pass_at_k.png`` under ``--out``. "rows with signal" are the rows at an advantage other than 0,
-the ones the step trains. Runs and counts are kept under ``--out`` as they finish: an interrupted benchmark
-resumes where it stopped, and ``--table`` prints the tables again.
+curves go to ``plot/lora/pass_at_k.png`` (``plot/full`` with ``--full``) under ``--out``. "rows with signal"
+are the rows at an advantage other than 0, the ones the step trains. Runs and counts are kept under ``--out`` as
+they finish: an interrupted benchmark resumes where it stopped, and ``--table`` prints the tables again.
 
 Run:  .venv/bin/python benchmarks/rl.py --seeds 0 1 [--algos grpo dars-et dars-hw self] [--token-budget 8000] [--full]
       (on 2 cores: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rl.py --seeds 0 & ... --seeds 1, one process a core)
@@ -127,7 +127,7 @@ def run_facts(out: Path, algo: str, seed: int) -> dict[str, float]:
              "reward": statistics.fmean(r["reward_mean"] for r in firsts),
              "generation": sum(r["generation_seconds"] for r in firsts),
              "rollouts": statistics.fmean(r["rollouts"] for r in firsts),
-             "signal": statistics.fmean(r.get("gradient_rows", math.nan) for r in firsts)}
+             "signal": statistics.fmean(r.get("signal_rows", math.nan) for r in firsts)}
     saved = [r["second_saved"] for r in firsts if r.get("second_saved") == r.get("second_saved")
              and "second_saved" in r]
     if saved:
@@ -144,7 +144,7 @@ def table(out: Path, algos: list[str], seeds: list[int]) -> str:
     problems of the seed-averaged per-problem values), and each algorithm's run facts."""
     ks = ks_up_to(samples(out, START))
     lines = ["| policy | " + " | ".join(f"pass@{k}" for k in ks)
-             + " | updates | tokens | train s | rollouts / step | rows with signal / step | mean reward |",
+             + " | RL steps | tokens | train s | rollouts / step | rows with signal / step | mean reward |",
              "|" + "---|" * (len(ks) + 7),
              "| start | " + " | ".join(with_interval(per_problem(out, START, k)) for k in ks) + " |" + " – |" * 6]
     for algo in algos:
@@ -188,8 +188,8 @@ def direction_table(out: Path, algos: list[str], seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
-def write_plot(out: Path, algos: list[str], seeds: list[int], max_new_tokens: int) -> Path:
-    """``pass_at_k.png`` (and .md/.json) under ``out``: the start's curve and each algorithm's seed mean."""
+def write_plot(out: Path, algos: list[str], seeds: list[int], max_new_tokens: int, folder: Path) -> Path:
+    """``pass_at_k.png`` (and .md/.json) in ``folder``: the start's curve and each algorithm's seed mean."""
     n = samples(out, START)
     ks = ks_up_to(n)
     curves = {START: {k: float(per_problem(out, START, k).mean()) for k in ks}}
@@ -200,7 +200,7 @@ def write_plot(out: Path, algos: list[str], seeds: list[int], max_new_tokens: in
                 k: float(seed_mean(out, algo, done, k).mean()) for k in ks}
     problems = len(json.loads(counts_file(out, START).read_text())["correct"])
     settings = {"n": n, "temperature": 1.0, "problems": problems, "max_new_tokens": max_new_tokens}
-    return write_pass_at_k_report(curves, out, title="RL on reasoning-gym arithmetic, SmolLM2-135M-Instruct",
+    return write_pass_at_k_report(curves, folder, title="RL on reasoning-gym arithmetic, SmolLM2-135M-Instruct",
                                   settings=settings)["png"]
 
 
@@ -228,7 +228,10 @@ def main() -> None:
           f"{args.seeds} [bootstrap 95 % interval over the problems])\n")
     print(table(out, args.algos, args.seeds))
     print("\n" + direction_table(out, args.algos, args.seeds))
-    print(f"\nplot: {write_plot(out, args.algos, args.seeds, SHARED['max_new_tokens'])}")
+    print("\n(Verdicts from a bootstrap over the problems only: a difference from one training seed may be the "
+          "seed's.)")
+    plot = out / "plot" / ("full" if args.full else "lora")
+    print(f"\nplot: {write_plot(out, args.algos, args.seeds, SHARED['max_new_tokens'], plot)}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def write_run(out: Path, label: str, chance: float, seed: int, algo: str | None 
         folder.mkdir(parents=True)
         (folder / "summary.json").write_text(json.dumps({"steps": 100, "generated_tokens": 90_000,
                                                          "train_seconds": 1500.0}))
-        step = {"reward_mean": 0.1, "generation_seconds": 3.0, "rollouts": 64, "gradient_rows": 20}
+        step = {"reward_mean": 0.1, "generation_seconds": 3.0, "rollouts": 64, "gradient_rows": 24, "signal_rows": 20}
         (folder / "metrics.jsonl").write_text(json.dumps(step) + "\n")
 
 
@@ -62,5 +62,5 @@ def test_the_tables_give_intervals_and_resolve_clear_differences(tmp_path):
     config = bench.shared_config(tmp_path, 0, full=True, algo="grpo")
     assert config.memory.lora is None and config.optim.state_bits == 8 and bench.shared_config().memory.lora == 16
 
-    plot = bench.write_plot(tmp_path, ["grpo", "dars-et", "self"], [0, 1], 16)
-    assert plot.stat().st_size > 0 and (tmp_path / "pass_at_k.md").is_file()
+    plot = bench.write_plot(tmp_path, ["grpo", "dars-et", "self"], [0, 1], 16, tmp_path / "plot")
+    assert plot.stat().st_size > 0 and (tmp_path / "plot" / "pass_at_k.md").is_file()

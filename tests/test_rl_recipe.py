@@ -80,7 +80,7 @@ def test_each_algorithm_runs_two_steps(tmp_path, tiny_model, problems_file, algo
                     "train_seconds", "peak_rss_mib", "tokens_total", "entropy"):
             assert key in record and math.isfinite(record[key]), key
     assert sum(r["generated_tokens"] for r in firsts) == result.generated_tokens == records[-1]["tokens_total"]
-    assert all(1 <= r["gradient_rows"] <= r["trained_rows"] for r in firsts)
+    assert all(r["signal_rows"] <= r["gradient_rows"] <= r["trained_rows"] and r["gradient_rows"] >= 1 for r in firsts)
     if algo.startswith("dars"):
         assert all("second_saved" in r and "extra_rollouts" in r for r in firsts)
         assert all(r["rollouts"] == 3 * 4 + r["extra_rollouts"] for r in firsts)
@@ -129,7 +129,8 @@ def test_rows_at_advantage_0_are_not_trained_and_change_nothing(tmp_path, tiny_m
     monkeypatch.undo()
     rl(tiny(tmp_path / "no-signal", tiny_model, problems_file, eval_every=None), show_bar=False,
        reward_functions={"never": lambda prompts, completions, **columns: [0.0] * len(completions)})
-    assert [(r["gradient_rows"], r["loss"]) for r in updates(tmp_path / "no-signal")] == [(1, 0.0), (1, 0.0)]
+    records = updates(tmp_path / "no-signal")
+    assert [(r["gradient_rows"], r["signal_rows"], r["loss"]) for r in records] == [(1, 0, 0.0), (1, 0, 0.0)]
 
 
 def test_resume_after_ctrl_c_continues_the_same_run(tmp_path, tiny_model, problems_file):

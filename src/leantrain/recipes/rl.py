@@ -248,7 +248,8 @@ def rl(config: RLConfig, resume: bool = False, show_bar: bool = True, on_log: Ca
         buffer.batch = rollout_batch(inputs, advantages, old, ref, whole)
         buffer.rl_step, buffer.cursor = rl_step, collected.next_cursor
         buffer.tokens += int(collected.metrics["generated_tokens"])
-        buffer.metrics = {**collected.metrics, "gradient_rows": len(inputs.input_ids)}
+        buffer.metrics = {**collected.metrics, "gradient_rows": len(inputs.input_ids),
+                          "signal_rows": int(collected.advantages.ne(0).sum())}
 
     def batch(update: int) -> dict[str, Tensor]:
         rl_step = update // epochs

@@ -45,8 +45,13 @@ class RowSampler:
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
         return self.config.method == "exact" or sample_size(rows, self.config.budget, self.config.minimal_k) >= rows
 
+    @torch.compiler.disable
     def draw(self, x: Tensor) -> RowSample | None:
-        """The rows of ``x`` (flattened to [N, d]) to keep, or None to keep them all."""
+        """The rows of ``x`` (flattened to [N, d]) to keep, or None to keep them all.
+
+        Under ``torch.compile`` the draw runs eagerly (a graph break). With torch 2.13, a random op traced inside
+        a custom autograd Function is drawn anew for the tensors it saves for backward, so the backward would
+        pair other rows with the forward's kept inputs: a biased gradient (tests/test_compile.py measures it)."""
         if self.keeps_all_rows(x):
             return None
         norms = torch.linalg.vector_norm(x.detach().reshape(-1, x.shape[-1]), dim=1, dtype=torch.float32)
