@@ -81,7 +81,7 @@ def mean_interval(values: Sequence[float] | np.ndarray, level: float = 0.95, res
         raise ValueError(f"values must be a non-empty 1-d sequence of finite numbers, got shape {array.shape}")
     if not 0 < level < 1:
         raise ValueError(f"level={level!r} must be in (0, 1)")
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 1:
         raise ValueError(f"resamples={resamples!r} must be an int >= 1")
     picks = np.random.default_rng(seed).integers(0, array.size, size=(resamples, array.size))
     means = array[picks].mean(axis=1)
